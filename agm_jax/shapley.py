@@ -1,0 +1,254 @@
+"""Mono-modal responses: Shapley decomposition of a multimodal model's logits (AGM eq. 1-3).
+
+Modalities are an ordered tuple ``(m_0 … m_{k-1})``; a subset is a bitmask ``s`` in
+``0 … 2**k-1`` whose bit ``i`` means ``m_i`` is present. ``V[s]`` are the logits with every
+absent modality replaced by a pad (zeros; or N(0,1) noise, the supplement's "rand-pad").
+With ``w(n) = n!(k-n-1)!/k!``::
+
+    phi^m = sum_{S ⊆ M\\{m}} w(|S|) * ( V[S ∪ {m}] - [S ≠ ∅] V[S] )        i.e.  phi = C @ V
+
+the Shapley value with the empty coalition's output dropped, so ``sum_m phi^m = V[M]``
+exactly. ``C`` is ``(k, 2**k)`` with a zero column for the empty set.
+
+Everything here is a pure function of arrays; it knows nothing about models or training.
+The AGM update (eq. 6) ``sum_m kappa^m VJP(phi^m, dL/dphi)`` is linear in the cotangent of
+``V``, so :func:`shapley_vjp` returns a ``backward(kappa)`` that does it in ONE backward pass
+with cotangent ``(C.T @ kappa)[s] * dL/dphi`` on subset ``s``; ``backward(e_m)`` is modality
+m's own gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAX_MODALITIES = 10
+PADS = ("zeros", "normal")
+
+
+def check_num_modalities(k: int) -> int:
+  """Returns ``k`` if 2 <= k <= MAX_MODALITIES, else raises ValueError."""
+  if not isinstance(k, (int, np.integer)) or k < 2:
+    raise ValueError(f"AGM needs at least 2 modalities, got {k!r}")
+  if k > MAX_MODALITIES:
+    raise ValueError(f"{k} modalities means 2**{k} subset passes; at most {MAX_MODALITIES} "
+                     "are supported")
+  return int(k)
+
+
+@functools.lru_cache(maxsize=None)
+def _masks(k: int) -> np.ndarray:
+  s = np.arange(2**k)[:, None]
+  return ((s >> np.arange(k)[None, :]) & 1).astype(bool)
+
+
+def subset_masks(k: int) -> np.ndarray:
+  """Bool ``(2**k, k)``: row ``s`` has column ``i`` set iff bit ``i`` of ``s`` is set."""
+  return _masks(check_num_modalities(k)).copy()
+
+
+def shapley_weight(n: int, k: int) -> float:
+  """``w(n) = n! (k-n-1)! / k!``: the weight of a coalition of size ``n`` without m."""
+  return math.factorial(n) * math.factorial(k - n - 1) / math.factorial(k)
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients(k: int) -> np.ndarray:
+  masks = _masks(k)
+  sizes = masks.sum(1)
+  c = np.zeros((k, 2**k), np.float64)
+  for m in range(k):
+    for s in range(1, 2**k):
+      if masks[s, m]:
+        c[m, s] = shapley_weight(sizes[s] - 1, k)   # + w(|S|) V[S ∪ {m}], S = s \ {m}
+      else:
+        c[m, s] = -shapley_weight(sizes[s], k)      # - w(|S|) V[S], S = s
+  return c
+
+
+def coefficients(k: int) -> np.ndarray:
+  """Float32 ``(k, 2**k)`` with ``phi = C @ V`` (empty-set column zero).
+
+  Each column sums to 1 for the full set and to 0 for every other subset.
+  """
+  return _coefficients(check_num_modalities(k)).astype(np.float32)
+
+
+def check_inputs(inputs: Mapping[str, Any], modalities: Sequence[str]) -> int:
+  """Validates the inputs dict against the modality tuple; returns the batch size."""
+  check_num_modalities(len(modalities))
+  if len(set(modalities)) != len(modalities):
+    raise ValueError(f"modalities must be distinct, got {tuple(modalities)}")
+  missing = [m for m in modalities if m not in inputs]
+  if missing:
+    raise ValueError(f"inputs lack modality {missing[0]!r}; they have {sorted(inputs)} "
+                     f"and the modalities are {tuple(modalities)}")
+  sizes = {m: jnp.shape(inputs[m])[0] if jnp.ndim(inputs[m]) else None for m in modalities}
+  if len(set(sizes.values())) != 1 or None in sizes.values():
+    raise ValueError(f"modalities have different batch sizes: {sizes}")
+  return next(iter(sizes.values()))
+
+
+def pad_like(x: jax.Array, pad: str, key: jax.Array | None) -> jax.Array:
+  """The stand-in for an absent modality: zeros, or N(0,1) noise with ``key``."""
+  if pad == "zeros":
+    return jnp.zeros_like(x)
+  if pad == "normal":
+    if key is None:
+      raise ValueError('pad="normal" needs a PRNG key')
+    return jax.random.normal(key, jnp.shape(x), jnp.result_type(x))
+  raise ValueError(f"unknown pad {pad!r}; valid: {list(PADS)}")
+
+
+def pads_for(inputs: Mapping[str, Any], modalities: Sequence[str], pad: str,
+             key: jax.Array | None) -> dict[str, jax.Array]:
+  """One pad per modality (the same pad in every subset that lacks it)."""
+  keys = jax.random.split(key, len(modalities)) if key is not None else [None] * len(modalities)
+  return {m: pad_like(inputs[m], pad, kk) for m, kk in zip(modalities, keys)}
+
+
+def subset_logits(fn: Callable[[dict], jax.Array], inputs: Mapping[str, Any],
+                  modalities: Sequence[str], *, pad: str = "zeros",
+                  key: jax.Array | None = None) -> jax.Array:
+  """``V`` of shape ``(2**k, B, K)``: ``fn`` on every masked input, all subsets in ONE vmap.
+
+  Keys of ``inputs`` that are not modalities (e.g. ``"text_lengths"``) pass through unmasked.
+  """
+  check_inputs(inputs, modalities)
+  k = len(modalities)
+  pads = pads_for(inputs, modalities, pad, key)
+
+  def one(mask):
+    x = dict(inputs)
+    for i, m in enumerate(modalities):
+      x[m] = jnp.where(mask[i], inputs[m], pads[m])
+    return fn(x)
+
+  return jax.vmap(one)(jnp.asarray(_masks(k)))
+
+
+def responses(v: jax.Array) -> jax.Array:
+  """``phi = C @ V``: ``(2**k, B, K) -> (k, B, K)`` (computed in float32)."""
+  k = int(round(math.log2(v.shape[0])))
+  if 2**k != v.shape[0]:
+    raise ValueError(f"the leading axis of V must be 2**k, got {v.shape[0]}")
+  return jnp.einsum("ks,s...->k...", coefficients(k), v.astype(jnp.float32))
+
+
+def marginal_contributions(v: jax.Array) -> jax.Array:
+  """The ordinary Shapley value ``phi^m - V[∅]/k`` (the released code's "marginal")."""
+  k = int(round(math.log2(v.shape[0])))
+  return responses(v) - v[0].astype(jnp.float32) / k
+
+
+def mono_modal_responses(fn: Callable[[dict], jax.Array], inputs: Mapping[str, Any],
+                         modalities: Sequence[str], *, pad: str = "zeros",
+                         key: jax.Array | None = None) -> jax.Array:
+  """``phi`` of shape ``(k, B, K)``: each modality's contribution to ``fn``'s logits."""
+  return responses(subset_logits(fn, inputs, modalities, pad=pad, key=key))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example ``-log softmax(logits)[label]``; broadcasts over leading axes."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def mono_modal_ce(phi: jax.Array, labels: jax.Array) -> jax.Array:
+  """``ce^m``: batch mean cross-entropy of each modality's response, shape ``(k,)``."""
+  return cross_entropy(phi, labels[None]).mean(-1)
+
+
+def mono_modal_accuracy(phi: jax.Array, labels: jax.Array) -> jax.Array:
+  """``acc^m``: accuracy of ``argmax phi^m``, shape ``(k,)``."""
+  return (jnp.argmax(phi, -1) == labels[None]).mean(-1)
+
+
+class ShapleyForward(NamedTuple):
+  """What the forward pass of :func:`shapley_vjp` computed (all float32)."""
+  loss: jax.Array        # mean cross-entropy of the full-input logits
+  logits: jax.Array      # (B, K) = V[M] = sum_m phi^m
+  mono_logits: jax.Array  # phi, (k, B, K)
+  mono_ce: jax.Array     # (k,)
+  mono_acc: jax.Array    # (k,)
+  aux: Any               # whatever subsets_fn returned beside V
+
+
+def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array, *,
+                has_aux: bool = False):
+  """Forward over all subsets, and a linear ``backward(kappa) -> grads`` of one VJP.
+
+  Args:
+    subsets_fn: ``params -> V`` of shape ``(2**k, B, K)`` (or ``(V, aux)`` with ``has_aux``).
+    params: the pytree to differentiate.
+    labels: int ``(B,)``.
+  Returns:
+    ``(ShapleyForward, backward)``; ``backward(kappa)`` with ``kappa`` of shape ``(k,)`` is
+    ``sum_m kappa[m] * VJP(phi^m, dL/dphi)`` for ``L`` the mean cross-entropy of
+    ``phi = sum_m phi^m``. ``backward(ones)`` is the ordinary joint gradient.
+  """
+  if has_aux:
+    v, vjp_fn, aux = jax.vjp(subsets_fn, params, has_aux=True)
+  else:
+    (v, vjp_fn), aux = jax.vjp(subsets_fn, params), None
+  k = int(round(math.log2(v.shape[0])))
+  check_num_modalities(k)
+  phi = responses(v)
+  logits = v[-1].astype(jnp.float32)
+  loss, dlogits = jax.value_and_grad(lambda z: cross_entropy(z, labels).mean())(logits)
+  c = jnp.asarray(coefficients(k))
+
+  def backward(kappa: jax.Array):
+    weight = c.T @ jnp.asarray(kappa, jnp.float32)             # (2**k,)
+    cot = (weight[:, None, None] * dlogits[None]).astype(v.dtype)
+    return vjp_fn(cot)[0]
+
+  fwd = ShapleyForward(loss, logits, phi, mono_modal_ce(phi, labels),
+                       mono_modal_accuracy(phi, labels), aux)
+  return fwd, backward
+
+
+def _subsets_of(logits_fn, inputs, modalities, pad, key):
+  return lambda p: subset_logits(functools.partial(logits_fn, p), inputs, modalities,
+                                 pad=pad, key=key)
+
+
+def _aux(fwd: ShapleyForward) -> dict[str, jax.Array]:
+  return dict(loss=fwd.loss, logits=fwd.logits, mono_logits=fwd.mono_logits,
+              mono_ce=fwd.mono_ce, mono_acc=fwd.mono_acc)
+
+
+def per_modality_grads(logits_fn: Callable[[Any, dict], jax.Array], params: Any,
+                       inputs: Mapping[str, Any], labels: jax.Array,
+                       modalities: Sequence[str], *, pad: str = "zeros",
+                       key: jax.Array | None = None):
+  """Each modality's share of the gradient: ``grads[m] = VJP(phi^m, dL/dphi)``.
+
+  Returns ``(grads, aux)``: ``grads`` is params-shaped with a leading axis of size k (sum over
+  it = the joint gradient); ``aux`` has ``loss``, ``logits``, ``mono_logits`` (k,B,K),
+  ``mono_ce`` (k,), ``mono_acc`` (k,).
+  """
+  fwd, backward = shapley_vjp(_subsets_of(logits_fn, inputs, modalities, pad, key), params,
+                              labels)
+  grads = jax.vmap(backward)(jnp.eye(len(modalities), dtype=jnp.float32))
+  return grads, _aux(fwd)
+
+
+def modulated_grads(logits_fn: Callable[[Any, dict], jax.Array], params: Any,
+                    inputs: Mapping[str, Any], labels: jax.Array, modalities: Sequence[str],
+                    kappa: jax.Array | Callable[[jax.Array], jax.Array], *,
+                    pad: str = "zeros", key: jax.Array | None = None):
+  """``sum_m kappa[m] * grads[m]`` with ONE backward pass; returns ``(grads, aux)``.
+
+  ``kappa`` is a ``(k,)`` array, or a function ``mono_ce -> kappa`` (AGM needs this step's
+  mono-modal cross-entropies before it can weight the backward pass).
+  """
+  fwd, backward = shapley_vjp(_subsets_of(logits_fn, inputs, modalities, pad, key), params,
+                              labels)
+  kappa = kappa(fwd.mono_ce) if callable(kappa) else kappa
+  return backward(kappa), dict(_aux(fwd), kappa=jnp.asarray(kappa, jnp.float32))
