@@ -21,7 +21,7 @@ def get_config():
   c.log_every_steps = 50
 
   c.data = ml_collections.ConfigDict(dict(
-      name="synthetic", data_seed=0, modalities=("audio", "visual"), data_dir="",
+      name="synthetic", data_seed=0, modalities="audio,visual", data_dir="",
       manual_dir="", dir="", synthetic=False, num_workers=0))
 
   c.model = ml_collections.ConfigDict(dict(

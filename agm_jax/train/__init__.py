@@ -1,0 +1,1 @@
+"""The trainer: train state, jitted steps, the epoch loop, checkpoints and metric writers."""

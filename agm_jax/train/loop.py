@@ -1,0 +1,235 @@
+"""The one train loop every experiment uses: epochs of jitted steps, evaluation on val and test,
+metrics lines, checkpoints and resume. It knows no dataset by name: the data come from
+``data_pipelines.load(config.data)`` through the interface of ``data_pipelines.base``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import data_pipelines
+from agm_jax import methods
+from agm_jax.models import build_model
+from agm_jax.train import state as state_lib
+from agm_jax.train.checkpoint import Checkpointer
+from agm_jax.train.steps import make_steps
+from agm_jax.train.writer import MetricWriter
+
+
+def prefetch(iterator: Iterator[dict], size: int = 2) -> Iterator[dict]:
+  """Loads and transfers the next batches on a background thread while the step runs."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def work():
+    try:
+      for batch in iterator:
+        q.put(jax.device_put(batch))
+    except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+      q.put(e)
+    q.put(done)
+
+  threading.Thread(target=work, daemon=True).start()
+  while (item := q.get()) is not done:
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+class Accumulator:
+  """Keeps step metrics on device until a line is logged (one host transfer per line)."""
+
+  def __init__(self):
+    self._items: list[dict] = []
+
+  def add(self, metrics: dict) -> None:
+    self._items.append(metrics)
+
+  def __len__(self):
+    return len(self._items)
+
+  def pop_mean(self) -> dict[str, float]:
+    items, self._items = jax.device_get(self._items), []
+    return {k: float(np.mean([m[k] for m in items])) for k in items[0]}
+
+
+def select_modalities(config, dataset) -> tuple[str, ...]:
+  """``config.data.modalities`` (validated against the data), or all of the data's."""
+  wanted = config.data.get("modalities", ()) or dataset.modalities
+  if isinstance(wanted, str):
+    wanted = [m.strip() for m in wanted.split(",") if m.strip()]
+  wanted = tuple(wanted)
+  missing = [m for m in wanted if m not in dataset.modalities]
+  if missing:
+    raise ValueError(f"modality {missing[0]!r} is not in the data; it has "
+                     f"{list(dataset.modalities)}")
+  return wanted
+
+
+class Run:
+  """Everything a run builds before its first step (also used by the benchmark and tests)."""
+
+  def __init__(self, config, *, dataset=None):
+    self.config = config
+    self.dataset = dataset if dataset is not None else data_pipelines.load(config.data,
+                                                                           seed=config.seed)
+    self.method = methods.get(config.method)
+    data_mods = select_modalities(config, self.dataset)
+    self.modalities = tuple(self.method.model_modalities(config, data_mods))
+    self.model = build_model(config.model, self.modalities, self.dataset.num_classes,
+                             self.dataset.spec)
+    if self.method.requires_separable and not getattr(self.model, "separable", False):
+      raise ValueError(f"method {config.method!r} needs per-modality branches; fusion "
+                       f"{config.model.fusion!r} has none (AGM works with any fusion)")
+    n_train = self.dataset.num_examples("train")
+    if n_train < config.batch_size:
+      raise ValueError(f"batch_size {config.batch_size} exceeds the {n_train} training examples")
+    self.steps_per_epoch = n_train // config.batch_size
+    base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs)
+    self.tx = self.method.make_tx(config, base, len(self.modalities))
+    self.ctx = methods.Context(self.model, self.modalities, config,
+                               subset_bn=config.agm.subset_bn, pad=config.agm.pad,
+                               fast=config.get("fast_subsets", None))
+    self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx)
+
+  def init_state(self):
+    return state_lib.create(self.model, self.tx, self.dataset.spec, self.modalities,
+                            self.config.seed)
+
+  def active(self, epoch: int) -> bool:
+    return self.config.agm.start_epoch <= epoch <= self.config.agm.end_epoch
+
+  def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+    return self.dataset.batches("train", batch_size=self.config.batch_size,
+                                seed=self.config.seed, epoch=epoch, shuffle=True,
+                                drop_remainder=True, start_batch=start_batch)
+
+  def evaluate(self, state, split: str):
+    """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace)."""
+    size = self.config.eval_batch_size
+    sums, zs, logits = [], [], []
+    for batch in self.dataset.batches(split, batch_size=size):
+      n = len(batch["label"])
+      weight = np.arange(size) < n
+      if n < size:
+        batch = {k: np.concatenate([v, np.repeat(v[:1], size - n, 0)]) for k, v in
+                 batch.items()}
+      s, z, lg = self.eval_step(state, batch, weight)
+      sums.append(s)
+      zs.append(z[:n])
+      logits.append(lg[:n])
+    totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(sums))
+    count = totals.pop("count")
+    metrics = {k: v / count for k, v in totals.items()}
+    return metrics, np.concatenate(jax.device_get(zs)), np.concatenate(jax.device_get(logits))
+
+
+def _postfix(line: dict) -> dict:
+  keys = ["loss", "acc"] + [k for k in line if k.startswith("kappa/")]
+  return {k.replace("kappa/", "κ_"): f"{line[k]:.3g}" for k in keys if k in line}
+
+
+def train_and_evaluate(config, workdir: str, *, dataset=None,
+                       epoch_hooks: tuple[Callable, ...] = ()) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir`` and returns the summary (see :func:`fit`)."""
+  return fit(config, workdir, dataset=dataset, epoch_hooks=epoch_hooks)[2]
+
+
+def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...] = ()):
+  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the
+  ``(run, final_state, summary)``. ``epoch_hooks`` are called as ``hook(run, state, epoch, evals)`` after each epoch's
+  evaluation (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to
+  add to the test line; a hook's ``summary`` dict attribute is merged into the summary."""
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  run = Run(config, dataset=dataset)
+  hooks = list(epoch_hooks)
+  if config.get("competition", {}).get("enabled", False) and config.method != "unimodal":
+    from agm_jax.train.competition import CompetitionProbe  # noqa: PLC0415
+    hooks.insert(0, CompetitionProbe(config, run))
+  primary = jax.process_index() == 0
+  if primary:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = run.init_state()
+  state, restored = ckpt.restore(state)
+  if restored is not None:
+    logging.info("resumed from %s at step %d", ckpt.directory, restored)
+    print(f"Resuming from checkpoint at step {restored} in {ckpt.directory}", flush=True)
+  writer = MetricWriter(workdir, enabled=primary, resume_step=restored or 0)
+
+  spe, num_epochs = run.steps_per_epoch, config.num_epochs
+  step = int(jax.device_get(state.step))
+  log_every, ckpt_every = config.log_every_steps, config.checkpoint_every_steps
+  history = []
+  pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
+              disable=not primary, dynamic_ncols=True)
+  for epoch in range(step // spe, num_epochs):
+    active = np.bool_(run.active(epoch))
+    acc = Accumulator()
+    for batch in prefetch(run.train_batches(epoch, step % spe)):
+      state, metrics = run.train_step(state, batch, active)
+      acc.add(metrics)
+      step += 1
+      pbar.update(1)
+      if step % log_every == 0 or step % spe == 0:
+        line = writer.write(step, epoch, "train", acc.pop_mean())
+        pbar.set_postfix(_postfix(line), refresh=False)
+      if ckpt_every and step % ckpt_every == 0 and step % spe:
+        ckpt.save(step, state)
+    evals = {split: run.evaluate(state, split) for split in ("val", "test")}
+    lines = {split: dict(evals[split][0]) for split in evals}
+    for hook in hooks:
+      lines["test"].update(hook(run, state, epoch, evals))
+    for split in ("val", "test"):
+      lines[split] = writer.write(step, epoch, split, lines[split])
+    history.append(lines)
+    pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
+               f"{lines['test']['acc']:.4f}  " + "  ".join(
+                   f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
+    ckpt.save(step, state)
+  pbar.close()
+  ckpt.close()
+  writer.close()
+  summary = summarize(workdir, history, time.time() - t_start, step)
+  for hook in hooks:
+    summary.update(getattr(hook, "summary", {}))
+  if primary:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return run, state, summary
+
+
+def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> dict:
+  """Final and best (by validation accuracy) test metrics; on resume, the lines logged before
+  the restart are read back from metrics.jsonl."""
+  tests, vals = {}, {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for raw in f:
+        line = json.loads(raw)
+        if line["split"] == "test":
+          tests[line["epoch"]] = line
+        elif line["split"] == "val":
+          vals[line["epoch"]] = line
+  for lines in history:
+    tests[lines["test"]["epoch"]], vals[lines["val"]["epoch"]] = lines["test"], lines["val"]
+  if not tests:
+    return {"steps": step, "wall_s": wall_s}
+  last = max(tests)
+  best = max(vals, key=lambda e: (vals[e].get("acc") or 0.0, -e)) if vals else last
+  strip = lambda d: {k: v for k, v in d.items() if k not in ("split",)}  # noqa: E731
+  return {"final": strip(tests[last]), "best": strip(tests[best]), "best_epoch": best,
+          "steps": step, "wall_s": round(wall_s, 2)}

@@ -1,0 +1,88 @@
+"""Train state and optimiser construction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array       # raw uint32 key (checkpointable)
+
+
+def learning_rate_schedule(opt_config, steps_per_epoch: int, num_epochs: int):
+  """Per-step learning rate: constant, step decay at epoch milestones (PyTorch's
+  MultiStepLR / StepLR), or cosine."""
+  lr = float(opt_config.learning_rate)
+  name = opt_config.get("schedule", "constant")
+  if name == "constant":
+    return optax.constant_schedule(lr)
+  if name == "step":
+    milestones = opt_config.get("decay_epochs", ())
+    if isinstance(milestones, int):   # StepLR(step_size): every N epochs
+      milestones = tuple(range(milestones, num_epochs, milestones))
+    rate = float(opt_config.get("decay_rate", 0.1))
+    return optax.piecewise_constant_schedule(
+        lr, {int(e) * steps_per_epoch: rate for e in milestones})
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr, max(1, steps_per_epoch * num_epochs))
+  raise ValueError(f"unknown optimizer.schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def base_optimizer(opt_config, steps_per_epoch: int, num_epochs: int):
+  """Optional global-norm clip, L2 weight decay (added to the gradient, as PyTorch's SGD
+  ``weight_decay``), then SGD with momentum or Adam."""
+  schedule = learning_rate_schedule(opt_config, steps_per_epoch, num_epochs)
+  name = opt_config.get("name", "sgd")
+  parts = []
+  if opt_config.get("grad_clip", 0.0):
+    parts.append(optax.clip_by_global_norm(float(opt_config.grad_clip)))
+  wd = float(opt_config.get("weight_decay", 0.0))
+  if name == "sgd":
+    if wd:
+      parts.append(optax.add_decayed_weights(wd))
+    parts.append(optax.sgd(schedule, momentum=float(opt_config.get("momentum", 0.0)) or None))
+  elif name == "adam":
+    if wd:
+      parts.append(optax.add_decayed_weights(wd))
+    parts.append(optax.adam(schedule))
+  elif name == "adamw":
+    parts.append(optax.adamw(schedule, weight_decay=wd))
+  else:
+    raise ValueError(f"unknown optimizer.name {name!r}; valid: {', '.join(OPTIMIZERS)}")
+  return optax.chain(*parts)
+
+
+def example_inputs(spec, modalities, batch_size: int = 2):
+  """Zero inputs of the dataset's shapes, for ``model.init``."""
+  out = {}
+  for key, (shape, dtype) in spec.items():
+    base = key.split("_lengths")[0] if key.endswith("_lengths") else key
+    if key in modalities or (key.endswith("_lengths") and base in modalities):
+      dtype = np.dtype(dtype)
+      fill = np.ones if key.endswith("_lengths") else np.zeros
+      out[key] = jnp.asarray(fill((batch_size, *shape), dtype))
+  return out
+
+
+def create(model, tx, spec, modalities, seed: int) -> TrainState:
+  init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
+  variables = jax.jit(lambda r, x: model.init(r, x, False))(
+      init_rng, example_inputs(spec, modalities))
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), rng=rng)

@@ -1,0 +1,134 @@
+"""The subset forward: fast path == generic path, BatchNorm semantics, gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agm_jax import shapley
+from agm_jax.train import forward
+
+K = 3
+
+
+class Enc(nn.Module):
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Dense(6)(x.reshape(x.shape[0], -1))
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    return nn.relu(x)
+
+
+class Head(nn.Module):
+  @nn.compact
+  def __call__(self, feats, train):
+    z = nn.BatchNorm(use_running_average=not train, momentum=0.9)(jnp.concatenate(feats, -1))
+    z = nn.tanh(nn.Dense(8)(z))
+    return nn.Dense(K)(z), z
+
+
+class Toy(nn.Module):
+  modalities: tuple
+  separable = True
+
+  def setup(self):
+    self.encoders = [Enc() for _ in self.modalities]
+    self.fusion = Head()
+
+  def encode(self, inputs, train):
+    return tuple(e(inputs[m], train) for e, m in zip(self.encoders, self.modalities))
+
+  def fuse(self, feats, train):
+    return self.fusion(feats, train)
+
+  def __call__(self, inputs, train):
+    return self.fuse(self.encode(inputs, train), train)
+
+
+def setup(k, seed=0):
+  mods = tuple(f"m{i}" for i in range(k))
+  model = Toy(mods)
+  rng = np.random.default_rng(seed)
+  x = {m: jnp.asarray(rng.normal(size=(5, 4)) + i, jnp.float32) for i, m in enumerate(mods)}
+  variables = model.init(jax.random.key(seed), x, False)
+  # non-trivial running statistics
+  _, upd = model.apply(variables, jax.tree.map(lambda a: a * 2 + 1, x), True,
+                       mutable=["batch_stats"])
+  return model, variables["params"], upd["batch_stats"], x, mods
+
+
+@pytest.fixture(scope="module")
+def paths():
+  out = {}
+  for k in (2, 3):
+    model, params, stats, x, mods = setup(k)
+    for bn in ("eval", "batch"):
+      for fast in (True, False):
+        fn = jax.jit(lambda p, s, x, bn=bn, fast=fast, model=model, mods=mods:
+                     forward.subset_forward(model, p, s, x, mods, subset_bn=bn, fast=fast))
+        out[k, bn, fast] = fn, (params, stats, x)
+  return out
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_fast_equals_generic(paths, k, bn):
+  (f_fast, args), (f_gen, _) = paths[k, bn, True], paths[k, bn, False]
+  v1, a1 = f_fast(*args)
+  v2, a2 = f_gen(*args)
+  np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(a1.z, a2.z, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), a1.batch_stats,
+               a2.batch_stats)
+  labels = jnp.arange(5) % K
+  g = []
+  for f in (f_fast, f_gen):
+    fwd, backward = shapley.shapley_vjp(lambda p: f(p, args[1], args[2]), args[0], labels,
+                                        has_aux=True)
+    g.append(backward(jnp.linspace(0.5, 1.5, k)))
+    np.testing.assert_allclose(fwd.mono_logits.sum(0), fwd.logits, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *g)
+
+
+def test_eval_semantics_match_definition():
+  """subset_bn="eval": masked passes == the model in eval mode on masked inputs."""
+  model, params, stats, x, mods = setup(2, seed=1)
+  v, aux = forward.subset_forward(model, params, stats, x, mods, subset_bn="eval")
+  full, upd = model.apply({"params": params, "batch_stats": stats}, x, True,
+                          mutable=["batch_stats"])
+  np.testing.assert_allclose(v[-1], full[0], rtol=1e-5)
+  only_m0 = {"m0": x["m0"], "m1": jnp.zeros_like(x["m1"])}
+  want = model.apply({"params": params, "batch_stats": upd["batch_stats"]}, only_m0, False)[0]
+  np.testing.assert_allclose(v[1], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_only_full_pass_updates_running_stats(bn):
+  model, params, stats, x, mods = setup(2, seed=2)
+  _, aux = forward.subset_forward(model, params, stats, x, mods, subset_bn=bn)
+  _, upd = model.apply({"params": params, "batch_stats": stats}, x, True,
+                       mutable=["batch_stats"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux.batch_stats,
+               upd["batch_stats"])
+
+
+def test_eval_mode_changes_no_stats_and_stop_gradient():
+  model, params, stats, x, mods = setup(2, seed=3)
+  _, aux = forward.subset_forward(model, params, stats, x, mods, train=False)
+  jax.tree.map(np.testing.assert_array_equal, aux.batch_stats, stats)
+  labels = jnp.array([0, 1, 2, 0, 1])
+  fwd, backward = shapley.shapley_vjp(
+      lambda p: forward.subset_forward(model, p, stats, x, mods, grad_masked=False), params,
+      labels, has_aux=True)
+  joint = jax.grad(lambda p: shapley.cross_entropy(model.apply(
+      {"params": p, "batch_stats": stats}, x, True, mutable=["batch_stats"])[0][0],
+      labels).mean())(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               backward(jnp.ones(2)), joint)
+
+
+def test_bad_subset_bn():
+  model, params, stats, x, mods = setup(2)
+  with pytest.raises(ValueError, match="valid"):
+    forward.subset_forward(model, params, stats, x, mods, subset_bn="train")
