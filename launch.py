@@ -15,6 +15,40 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, summary,
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show full tracebacks of errors.")
 
 
+def _config_key_error(argv, error) -> str:
+  """One line naming the bad ``--config.x.y`` override and the keys valid at that level."""
+  import importlib.util  # noqa: PLC0415
+  paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  try:
+    spec = importlib.util.spec_from_file_location("_cfg", paths[-1].split(":")[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception:  # noqa: BLE001 - fall back to the parser's own message
+    return f"error: {error}"
+  for key in overrides:
+    node, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node:
+        where = ".".join(parts[:i]) or "the config"
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
+        return f"error: unknown config key --config.{key}; valid keys of {where}: {valid}"
+      node = node[part]
+  return f"error: {error}"
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with config mistakes reported in one line (no traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    if "--verbose" in argv:
+      raise
+    print(_config_key_error(argv, e), file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -39,4 +73,4 @@ def main(argv):
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
