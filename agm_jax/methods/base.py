@@ -107,3 +107,7 @@ class Method:
   requires_separable: bool = False
   mono_modalities: Callable[[Context], tuple[str, ...]] = lambda ctx: ctx.modalities
   logged_state: tuple[str, ...] = ()   # per-modality fields of the optimiser state to log
+  # Called after each epoch's evaluation: ``epoch_end(run, state, epoch, evals) -> state``
+  # (``evals[split] = (metrics, z, logits)`` for val and test). Method state that must
+  # survive a restart lives in the optimiser state (it is checkpointed with it).
+  epoch_end: Callable[..., Any] | None = None

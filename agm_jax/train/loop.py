@@ -192,6 +192,8 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
     lines = {split: dict(evals[split][0]) for split in evals}
     for hook in hooks:
       lines["test"].update(hook(run, state, epoch, evals))
+    if run.method.epoch_end is not None:
+      state = run.method.epoch_end(run, state, epoch, evals)
     for split in ("val", "test"):
       lines[split] = writer.write(step, epoch, split, lines[split])
     history.append(lines)
