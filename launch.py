@@ -52,7 +52,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from agm_jax.train import loop, validate  # noqa: PLC0415 - after flags, keeps --help fast
+  from agm_jax.train import guard, loop, validate  # noqa: PLC0415 - after flags: fast --help
   config = _CONFIG.value
   try:
     if config is None:
@@ -60,6 +60,11 @@ def main(argv):
     validate.validate_config(config)
     workdir = validate.validate_workdir(_WORKDIR.value)
     summary = loop.train_and_evaluate(config, workdir)
+  except guard.Preempted:
+    sys.exit(0)
+  except guard.NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
   except (ValueError, FileNotFoundError) as e:
     if _VERBOSE.value:
       raise

@@ -9,6 +9,8 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
 import ml_collections
 
+from data_pipelines import synthetic
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -22,7 +24,8 @@ def get_config():
 
   c.data = ml_collections.ConfigDict(dict(
       name="synthetic", data_seed=0, modalities="audio,visual", data_dir="",
-      manual_dir="", dir="", synthetic=False, num_workers=0))
+      manual_dir="", dir="", synthetic=False, num_workers=0,
+      synthetic_options=dict(synthetic.DEFAULTS)))
 
   c.model = ml_collections.ConfigDict(dict(
       fusion="concat",
@@ -39,6 +42,7 @@ def get_config():
       alpha=1.0, clip=10.0, start_epoch=0, end_epoch=1_000_000, subset_bn="eval",
       pad="zeros", reference="running_mean"))
   c.unimodal = ml_collections.ConfigDict(dict(modality="audio"))
-  c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0))
+  c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0,
+                                                 cache_dir=""))
   c.parallel = ml_collections.ConfigDict(dict(mode="sharding"))
   return c

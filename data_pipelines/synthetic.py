@@ -30,10 +30,11 @@ DEFAULTS = dict(
     dim_audio=32,
     dim_visual=32,
     audio_scale=1.0,
-    visual_scale=0.15,
-    audio_reliability=0.55,
+    visual_scale=0.02,
+    audio_reliability=0.6,
     visual_reliability=0.85,
-    class_noise=1.0,
+    audio_noise=1.0,
+    visual_noise=1.5,
     memo_dim=32,
 )
 
@@ -67,9 +68,9 @@ def make_synthetic(seed: int = 0, **overrides) -> ArrayDataset:
     cv = _corrupt(rng, y, p["visual_reliability"], k)
     memo = rng.standard_normal((n, p["memo_dim"])) * 2.0 if p["memo_dim"] else None
     arrays[split] = {
-        "audio": _modality(rng, mean_a, ca, scale=p["audio_scale"], noise=p["class_noise"],
+        "audio": _modality(rng, mean_a, ca, scale=p["audio_scale"], noise=p["audio_noise"],
                            code=memo),
-        "visual": _modality(rng, mean_v, cv, scale=p["visual_scale"], noise=p["class_noise"],
+        "visual": _modality(rng, mean_v, cv, scale=p["visual_scale"], noise=p["visual_noise"],
                             code=None),
         "label": y.astype(np.int32),
     }

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 import data_pipelines
 from agm_jax import methods
 from agm_jax.models import build_model
+from agm_jax.train import guard
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
 from agm_jax.train.steps import make_steps
@@ -56,6 +57,13 @@ class Accumulator:
 
   def __len__(self):
     return len(self._items)
+
+  def check(self, last_step: int) -> None:
+    """Raises NonFiniteError naming the first bad step among those accumulated."""
+    self._items = jax.device_get(self._items)
+    bad = guard.first_nonfinite(self._items, last_step - len(self._items) + 1)
+    if bad is not None:
+      raise guard.NonFiniteError(*bad)
 
   def pop_mean(self) -> dict[str, float]:
     items, self._items = jax.device_get(self._items), []
@@ -175,32 +183,46 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   history = []
   pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
               disable=not primary, dynamic_ncols=True)
-  for epoch in range(step // spe, num_epochs):
-    active = np.bool_(run.active(epoch))
-    acc = Accumulator()
-    for batch in prefetch(run.train_batches(epoch, step % spe)):
-      state, metrics = run.train_step(state, batch, active)
-      acc.add(metrics)
-      step += 1
-      pbar.update(1)
-      if step % log_every == 0 or step % spe == 0:
-        line = writer.write(step, epoch, "train", acc.pop_mean())
-        pbar.set_postfix(_postfix(line), refresh=False)
-      if ckpt_every and step % ckpt_every == 0 and step % spe:
-        ckpt.save(step, state)
-    evals = {split: run.evaluate(state, split) for split in ("val", "test")}
-    lines = {split: dict(evals[split][0]) for split in evals}
-    for hook in hooks:
-      lines["test"].update(hook(run, state, epoch, evals))
-    if run.method.epoch_end is not None:
-      state = run.method.epoch_end(run, state, epoch, evals)
-    for split in ("val", "test"):
-      lines[split] = writer.write(step, epoch, split, lines[split])
-    history.append(lines)
-    pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
-               f"{lines['test']['acc']:.4f}  " + "  ".join(
-                   f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
-    ckpt.save(step, state)
+  signals = guard.SignalCheckpoint()
+  with signals:
+    for epoch in range(step // spe, num_epochs):
+      active = np.bool_(run.active(epoch))
+      acc = Accumulator()
+      for batch in prefetch(run.train_batches(epoch, step % spe)):
+        state, metrics = run.train_step(state, batch, active)
+        acc.add(metrics)
+        step += 1
+        pbar.update(1)
+        try:
+          if step % log_every == 0 or step % spe == 0 or signals.requested:
+            acc.check(step)
+            line = writer.write(step, epoch, "train", acc.pop_mean())
+            pbar.set_postfix(_postfix(line), refresh=False)
+          if signals.requested or (ckpt_every and step % ckpt_every == 0 and step % spe):
+            acc.check(step)
+            ckpt.save(step, state)
+        except guard.NonFiniteError as e:
+          writer.write(e.step, epoch, "train", e.metrics)
+          pbar.close()
+          raise
+        if signals.requested:
+          pbar.close()
+          print(f"{signals.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
+                "run the same command to resume", flush=True)
+          raise guard.Preempted(step)
+      evals = {split: run.evaluate(state, split) for split in ("val", "test")}
+      lines = {split: dict(evals[split][0]) for split in evals}
+      for hook in hooks:
+        lines["test"].update(hook(run, state, epoch, evals))
+      if run.method.epoch_end is not None:
+        state = run.method.epoch_end(run, state, epoch, evals)
+      for split in ("val", "test"):
+        lines[split] = writer.write(step, epoch, split, lines[split])
+      history.append(lines)
+      pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
+                 f"{lines['test']['acc']:.4f}  " + "  ".join(
+                     f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
+      ckpt.save(step, state)
   pbar.close()
   ckpt.close()
   writer.close()

@@ -24,6 +24,7 @@ def train_step(state, batch, active, *, ctx, method, tx):
   updates, opt_state = tx.update(out.updates, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(out.metrics)
+  metrics["grad_norm"] = optax.global_norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=out.batch_stats,
                             opt_state=opt_state, rng=rng)
