@@ -20,11 +20,12 @@ def state_metrics(opt_state, names, modalities) -> dict[str, jax.Array]:
 def train_step(state, batch, active, *, ctx, method, tx):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars)."""
   rng, step_rng = jax.random.split(state.rng)
-  out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active)
+  extra = {"opt_state": state.opt_state} if method.reads_opt_state else {}
+  out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active, **extra)
   updates, opt_state = tx.update(out.updates, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(out.metrics)
-  metrics["grad_norm"] = optax.global_norm(updates)
+  metrics["grad_norm"] = optax.tree.norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=out.batch_stats,
                             opt_state=opt_state, rng=rng)
