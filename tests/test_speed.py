@@ -15,7 +15,7 @@ from agm_jax.train import forward, loop
 from tests.test_train import tiny_config
 
 B, K = 4, 3
-RESNET = dict(type="resnet18", width=4, stage_sizes=(1, 1, 1, 1))
+RESNET = dict(type="resnet18", width=4, stage_sizes=(1, 1))   # BatchNorm, residuals; small compile
 MLP = dict(type="mlp", hidden=(8,), features=8)
 
 
@@ -51,8 +51,9 @@ def both_paths(model, mods, bn, params, stats, x, labels):
   return out
 
 
-CASES = [("sum", 2, RESNET, "eval"), ("concat", 2, RESNET, "batch"),
-         ("maxout", 2, RESNET, "eval"), ("film", 2, RESNET, "batch")] + [
+# One ResNet case (BatchNorm in the encoders, reference BN semantics); BN in batch mode with
+# BatchNorm'd toy encoders is covered in test_forward.py.
+CASES = [("concat", 2, RESNET, "eval")] + [
              (f, 3, MLP, bn) for f in ("sum", "concat", "maxout", "film")
              for bn in ("eval", "batch")]
 
@@ -83,15 +84,20 @@ def test_one_compilation_per_run(tmp_path):
 def test_bf16_compute_keeps_float32_params():
   model32, params, stats, x, mods = make("concat", 2, RESNET)
   model16 = make("concat", 2, RESNET, dtype="bfloat16")[0]
-  variables = {"params": params, "batch_stats": stats}
-  lg32 = model32.apply(variables, x, False)[0]
-  lg16 = model16.apply(variables, x, False)[0]
-  assert lg16.dtype == jnp.float32 or lg16.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(lg16, np.float32), lg32, rtol=0.1, atol=0.1)
   labels = jnp.arange(B) % K
-  fwd, backward = shapley.shapley_vjp(
-      lambda p: forward.subset_forward(model16, p, stats, x, mods), params, labels,
-      has_aux=True)
-  grads = backward(jnp.ones(2))
+
+  @jax.jit
+  def run(params):
+    variables = {"params": params, "batch_stats": stats}
+    lg32 = model32.apply(variables, x, False)[0]
+    lg16 = model16.apply(variables, x, False)[0]
+    fwd, backward = shapley.shapley_vjp(
+        lambda p: forward.subset_forward(model16, p, stats, x, mods), params, labels,
+        has_aux=True)
+    return lg32, lg16, fwd.loss, backward(jnp.ones(2))
+
+  lg32, lg16, loss, grads = run(params)
+  np.testing.assert_allclose(np.asarray(lg16, np.float32), lg32, rtol=0.05, atol=0.05)
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
-  assert np.isfinite(float(fwd.loss))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  assert np.isfinite(float(loss))
