@@ -1,0 +1,260 @@
+"""Multimodal classifiers and ``build_model``: the config -> Flax module map.
+
+* :class:`MultimodalClassifier` (``separable = True``): one encoder per modality and a fusion
+  head; ``encode`` / ``encode_one`` / ``fuse`` let a caller run the encoders once and the head
+  many times (the fast subset path of ``agm_jax.train.forward``).
+* :class:`InputEarlyClassifier` (``separable = False``): the modalities are stacked on the
+  channel axis into ONE encoder (input-level fusion); only whole-model passes exist.
+
+Both return ``(logits (B,K), z)``, ``z`` the feature before the last classifier layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from agm_jax.models import encoders as enc
+from agm_jax.models import fusion as fus
+
+FUSIONS = ("sum", "concat", "maxout", "film", "input_early")
+ENCODERS = ("resnet18", "transformer", "mlp")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+_ENCODER_CLASSES = {"resnet18": enc.ResNet18, "transformer": enc.TransformerEncoder,
+                    "mlp": enc.MLP}
+# The config keys each encoder accepts (dtype and bn_axis_name come from elsewhere).
+_ENCODER_KEYS = {
+    "resnet18": ("width", "stage_sizes"),
+    "transformer": ("num_layers", "num_heads", "width", "mlp_dim", "max_len"),
+    "mlp": ("hidden", "features"),
+}
+
+
+def lengths_key(modality: str) -> str:
+  """The optional companion key holding a modality's sequence lengths ``(B,)``."""
+  return f"{modality}_lengths"
+
+
+class MultimodalClassifier(nn.Module):
+  """Per-modality encoders + a fusion head; params ``encoders_0 … encoders_{k-1}, fusion``.
+
+  ``inputs`` maps each modality name to its batch ``(B, …)``; ``"<m>_lengths"`` ``(B,)``,
+  if present, is passed to that modality's encoder as ``lengths``.
+  """
+  modalities: tuple[str, ...]
+  encoders: tuple[nn.Module, ...]
+  fusion: nn.Module
+
+  separable = True
+
+  def setup(self):
+    if len(self.encoders) != len(self.modalities):
+      raise ValueError(f"{len(self.modalities)} modalities but {len(self.encoders)} encoders")
+
+  def encode_one(self, x, train: bool, index: int, lengths=None) -> jnp.ndarray:
+    """Encoder ``index`` (a static Python int) on its modality's batch: ``(B, D_index)``."""
+    kwargs = {} if lengths is None else {"lengths": lengths}
+    return self.encoders[index](x, train, **kwargs)
+
+  def encode(self, inputs: Mapping[str, Any], train: bool) -> tuple[jnp.ndarray, ...]:
+    """Every encoder on its modality: a tuple of ``(B, D_m)`` in modality order."""
+    return tuple(self.encode_one(inputs[m], train, i, inputs.get(lengths_key(m)))
+                 for i, m in enumerate(self.modalities))
+
+  def fuse(self, features: Sequence[jnp.ndarray], train: bool):
+    """The fusion head on per-modality features: ``(logits (B,K), z)``."""
+    return self.fusion(tuple(features), train)
+
+  def unimodal_logits(self, features: Sequence[jnp.ndarray]) -> jnp.ndarray:
+    """``(k, B, K)`` per-modality logits of a late-fusion head (sum / concat only)."""
+    if not hasattr(self.fusion, "unimodal_logits"):
+      raise ValueError(f"{type(self.fusion).__name__} has no per-modality logits; only late "
+                       "fusion (sum, concat) has")
+    return self.fusion.unimodal_logits(tuple(features))
+
+  def __call__(self, inputs: Mapping[str, Any], train: bool):
+    return self.fuse(self.encode(inputs, train), train)
+
+
+def stack_inputs(xs: Sequence[jnp.ndarray], channelless_rank: int | None = None) -> jnp.ndarray:
+  """Same-shape modality batches -> one batch: inputs of rank ``channelless_rank`` (e.g.
+  ``(B,H,W)`` spectrograms for a ResNet) are stacked on a new last axis, all others are
+  concatenated on their last (channel / feature) axis."""
+  shapes = {tuple(x.shape) for x in xs}
+  if len(shapes) != 1:
+    raise ValueError(f"input_early fusion needs identical input shapes, got {sorted(shapes)}")
+  if xs[0].ndim == channelless_rank:
+    return jnp.stack(tuple(xs), axis=-1)
+  return jnp.concatenate(tuple(xs), axis=-1)
+
+
+def _merge_lengths(inputs: Mapping[str, Any], modalities: Sequence[str]):
+  """Elementwise max of the modalities' lengths (a token is valid if any modality has it)."""
+  found = [jnp.asarray(inputs[lengths_key(m)]) for m in modalities if lengths_key(m) in inputs]
+  if not found:
+    return None
+  out = found[0]
+  for x in found[1:]:
+    out = jnp.maximum(out, x)
+  return out
+
+
+class InputEarlyClassifier(nn.Module):
+  """Input-level fusion: modalities stacked on the channel axis into ONE encoder, then
+  ``Dense(K)``; ``z`` is the encoder's ``(B, D)`` output."""
+  modalities: tuple[str, ...]
+  encoder: nn.Module
+  num_classes: int
+
+  separable = False
+
+  @nn.compact
+  def __call__(self, inputs: Mapping[str, Any], train: bool):
+    x = stack_inputs([inputs[m] for m in self.modalities],
+                     getattr(self.encoder, "channelless_rank", None))
+    lengths = _merge_lengths(inputs, self.modalities)
+    kwargs = {} if lengths is None else {"lengths": lengths}
+    z = self.encoder(x, train, **kwargs)
+    return nn.Dense(self.num_classes, name="classifier")(z), z
+
+
+# --------------------------------------------------------------------------- build_model
+
+
+def _plain(value):
+  """ConfigDict / lists -> plain dicts and tuples (hashable module attributes)."""
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def _encoder_config(model_config, modality: str) -> dict:
+  """The ``dict(type=..., **kwargs)`` for one modality (``encoder_default`` if none)."""
+  encoders = model_config.get("encoders", None) or {}
+  cfg = encoders.get(modality, None)
+  if cfg is None:
+    cfg = model_config.get("encoder_default", None)
+  if cfg is None:
+    raise ValueError(f"no encoder for modality {modality!r}: set model.encoders.{modality} or "
+                     "model.encoder_default")
+  cfg = _plain(cfg)
+  return {"type": cfg} if isinstance(cfg, str) else dict(cfg)
+
+
+def _check_shape(kind: str, cfg: dict, modality: str, shape) -> None:
+  """Input rank checks (``shape`` excludes the batch axis)."""
+  shape = tuple(shape)
+  if kind == "resnet18" and len(shape) not in (2, 3, 4):
+    raise ValueError(f"encoder resnet18 takes (H,W), (H,W,C) or (T,H,W,C) inputs; modality "
+                     f"{modality!r} has shape {shape}")
+  if kind == "transformer":
+    if len(shape) != 2:
+      raise ValueError(f"encoder transformer takes (L,F) sequences; modality {modality!r} has "
+                       f"shape {shape}")
+    max_len = cfg.get("max_len", enc.TransformerEncoder.max_len)
+    if shape[0] > max_len:
+      raise ValueError(f"modality {modality!r} has length {shape[0]} > transformer max_len "
+                       f"{max_len}")
+    width = cfg.get("width", enc.TransformerEncoder.width)
+    heads = cfg.get("num_heads", enc.TransformerEncoder.num_heads)
+    if width % heads:
+      raise ValueError(f"transformer width {width} is not divisible by num_heads {heads} "
+                       f"(modality {modality!r})")
+
+
+def make_encoder(cfg: dict, modality: str, shape, *, dtype, bn_axis_name=None) -> nn.Module:
+  """One encoder from ``dict(type=..., **kwargs)``; ValueError names the valid choices."""
+  cfg = dict(cfg)
+  kind = cfg.pop("type", None)
+  if kind not in ENCODERS:
+    raise ValueError(f"unknown encoder type {kind!r} for modality {modality!r}; valid: "
+                     f"{', '.join(ENCODERS)}")
+  valid = _ENCODER_KEYS[kind]
+  unknown = sorted(set(cfg) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown key {unknown[0]!r} for encoder {kind} (modality {modality!r}); "
+                     f"valid: type, {', '.join(valid)}")
+  if kind == "mlp" and isinstance(cfg.get("hidden"), int):
+    cfg["hidden"] = (cfg["hidden"],)
+  if shape is not None:
+    _check_shape(kind, cfg, modality, shape)
+  if kind == "resnet18":
+    cfg["bn_axis_name"] = bn_axis_name
+  return _ENCODER_CLASSES[kind](dtype=dtype, **cfg)
+
+
+FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "film_condition")
+
+
+def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.Module:
+  opts = _plain(model_config.get("fusion_options", None) or {})
+  unknown = sorted(set(opts) - set(FUSION_OPTIONS))
+  if unknown:
+    raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
+                     f"{', '.join(FUSION_OPTIONS)}")
+  if fusion == "sum":
+    return fus.SumFusion(num_classes)
+  if fusion == "concat":
+    return fus.ConcatFusion(num_classes)
+  if fusion == "maxout":
+    return fus.MaxOutFusion(num_classes, hidden=int(opts.get("maxout_hidden", 64)),
+                            pieces=int(opts.get("maxout_pieces", 4)))
+  cond = opts.get("film_condition", "") or modalities[0]
+  if cond not in modalities:
+    raise ValueError(f"unknown fusion_options.film_condition {cond!r}; valid: "
+                     f"{', '.join(modalities)}")
+  if len(modalities) < 2:
+    raise ValueError("film fusion needs at least 2 modalities")
+  return fus.FiLMFusion(num_classes, condition_index=modalities.index(cond))
+
+
+def build_model(model_config, modalities: Sequence[str], num_classes: int,
+                spec: Mapping[str, Any], bn_axis_name: str | None = None) -> nn.Module:
+  """The classifier a ``c.model`` ConfigDict describes (see ``configs/default.py``).
+
+  ``spec`` is ``{key: (shape_without_batch, dtype)}``; it is checked against the encoders
+  (ranks, input_early's identical shapes). ``bn_axis_name`` goes to the ResNets' BatchNorm.
+  Raises ValueError (one line naming the valid choices) for an unknown fusion, encoder type,
+  encoder key or dtype.
+  """
+  modalities = tuple(modalities)
+  fusion = model_config.get("fusion", None)
+  if fusion not in FUSIONS:
+    raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+  dtype_name = model_config.get("dtype", "float32")
+  if dtype_name not in DTYPES:
+    raise ValueError(f"unknown model dtype {dtype_name!r}; valid: {', '.join(DTYPES)}")
+  dtype = DTYPES[dtype_name]
+  if not modalities:
+    raise ValueError("build_model needs at least one modality")
+  missing = [m for m in modalities if m not in spec]
+  if missing:
+    raise ValueError(f"modality {missing[0]!r} is not in the data spec; it has "
+                     f"{', '.join(spec)}")
+  shapes = {m: tuple(spec[m][0]) for m in modalities}
+
+  if fusion == "input_early":
+    if len(set(shapes.values())) != 1:
+      detail = ", ".join(f"{m} {s}" for m, s in shapes.items())
+      raise ValueError(f"input_early fusion needs identical input shapes; got {detail}")
+    configs = {m: _encoder_config(model_config, m) for m in modalities}
+    first = configs[modalities[0]]
+    differing = [m for m in modalities if configs[m] != first]
+    if differing:
+      raise ValueError(f"input_early fusion runs ONE encoder; the encoder configs of "
+                       f"{modalities[0]!r} and {differing[0]!r} differ")
+    encoder = make_encoder(first, modalities[0], shapes[modalities[0]], dtype=dtype,
+                           bn_axis_name=bn_axis_name)
+    return InputEarlyClassifier(modalities, encoder, int(num_classes))
+
+  encoders = tuple(make_encoder(_encoder_config(model_config, m), m, shapes[m], dtype=dtype,
+                                bn_axis_name=bn_axis_name) for m in modalities)
+  head = _fusion_head(model_config, fusion, modalities, int(num_classes))
+  return MultimodalClassifier(modalities, encoders, head)

@@ -1,0 +1,133 @@
+"""Fusion heads: ``head(features, train) -> (logits (B,K), z)``.
+
+``features`` is a tuple of ``(B, D_m)`` arrays in modality order; ``z`` is the feature right
+before the LAST classifier layer (the competition-strength probe regresses on it).
+
+* ``SumFusion``  (late):   ``sum_m W_m f_m + b_m``;                z = concat(f)
+* ``ConcatFusion`` (late): ``W concat(f) + b``;                    z = concat(f)
+* ``MaxOutFusion`` (early): MaxOut MLP over concat(f), then Dense;  z = last hidden
+* ``FiLMFusion`` (hybrid): ``h = gamma(f_c) * P(f_rest) + beta(f_c)``; z = relu(h)
+
+The late heads also define ``unimodal_logits(features) -> (k,B,K)``: modality m's block of the
+last linear layer on its own features plus its share of the bias (OGM-GE's uni-modal logits),
+from the same parameters; they sum over m to the fused logits.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+def _concat(features: Sequence[jnp.ndarray]) -> jnp.ndarray:
+  return jnp.concatenate(tuple(features), axis=-1)
+
+
+def _check(features) -> tuple:
+  features = tuple(features)
+  if not features:
+    raise ValueError("a fusion head needs at least one modality's features")
+  return features
+
+
+class SumFusion(nn.Module):
+  """One ``Dense(K)`` per modality, logits added (OGM-GE's ``SumFusion``)."""
+  num_classes: int
+
+  @nn.compact
+  def unimodal_logits(self, features) -> jnp.ndarray:
+    """``(k, B, K)``: ``W_m f_m + b_m`` per modality (each Dense keeps its own bias)."""
+    features = _check(features)
+    return jnp.stack([nn.Dense(self.num_classes, name=f"classifier_{i}")(f)
+                      for i, f in enumerate(features)])
+
+  def __call__(self, features, train: bool):
+    del train
+    features = _check(features)
+    return self.unimodal_logits(features).sum(axis=0), _concat(features)
+
+
+class LinearParams(nn.Module):
+  """The ``kernel (D,K)`` and ``bias (K,)`` of a Dense layer (lecun-normal, zeros)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (in_features, self.num_classes), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.num_classes,), jnp.float32)
+    return kernel, bias
+
+
+class ConcatFusion(nn.Module):
+  """One ``Dense(K)`` on the concatenated features (OGM-GE's ``ConcatFusion``)."""
+  num_classes: int
+
+  def setup(self):
+    self.classifier = LinearParams(self.num_classes)
+
+  def unimodal_logits(self, features) -> jnp.ndarray:
+    """``(k, B, K)``: ``f_m @ W[rows of m] + b / k`` (the kernel sliced per modality)."""
+    features = _check(features)
+    dims = [f.shape[-1] for f in features]
+    kernel, bias = self.classifier(sum(dims))
+    ends = np.cumsum(dims)
+    k = len(features)
+    return jnp.stack([f @ kernel[e - d:e] + bias / k for f, d, e in zip(features, dims, ends)])
+
+  def __call__(self, features, train: bool):
+    del train
+    z = _concat(_check(features))
+    kernel, bias = self.classifier(z.shape[-1])
+    return z @ kernel + bias, z
+
+
+class MaxOutFusion(nn.Module):
+  """Early fusion: MaxOut MLP over the concatenation (``Dense(hidden*pieces)``, max over the
+  pieces, ``layers`` times; no BatchNorm), then ``Dense(K)``. ``z``: ``(B, hidden)``."""
+  num_classes: int
+  hidden: int = 64
+  pieces: int = 4
+  layers: int = 2
+
+  @nn.compact
+  def __call__(self, features, train: bool):
+    del train
+    h = _concat(_check(features))
+    for i in range(self.layers):
+      h = nn.Dense(self.hidden * self.pieces, name=f"maxout_{i}")(h)
+      h = h.reshape(*h.shape[:-1], self.hidden, self.pieces).max(axis=-1)
+    return nn.Dense(self.num_classes, name="classifier")(h), h
+
+
+class FiLMFusion(nn.Module):
+  """Hybrid fusion: modality ``condition_index``'s features give ``gamma``, ``beta`` (one
+  Dense each) that modulate the other modalities' concatenated features projected to
+  ``width`` (default: the conditioning feature size): ``h = gamma * P(x) + beta``,
+  ``z = relu(h)`` ``(B, width)``, ``logits = Dense(K)(z)``."""
+  num_classes: int
+  condition_index: int = 0
+  width: int | None = None
+
+  @nn.compact
+  def __call__(self, features, train: bool):
+    del train
+    features = _check(features)
+    k = len(features)
+    if k < 2:
+      raise ValueError("FiLMFusion needs at least 2 modalities (one conditions the others)")
+    if not -k <= self.condition_index < k:
+      raise ValueError(f"condition_index {self.condition_index} is out of range for {k} "
+                       "modalities")
+    c = self.condition_index % k
+    cond = features[c]
+    x = _concat(features[:c] + features[c + 1:])
+    width = self.width or cond.shape[-1]
+    x = nn.Dense(width, name="project")(x)
+    gamma = nn.Dense(width, name="gamma")(cond)
+    beta = nn.Dense(width, name="beta")(cond)
+    z = nn.relu(gamma * x + beta)
+    return nn.Dense(self.num_classes, name="classifier")(z), z
