@@ -30,7 +30,7 @@ def make(fusion, k, encoder, dtype="float32"):
   model = build_model(cfg, mods, K, spec)
   rng = np.random.default_rng(k)
   x = {m: jnp.asarray(rng.normal(size=(B, *shapes[m])), jnp.float32) for m in mods}
-  variables = model.init(jax.random.key(0), x, False)
+  variables = model.init(jax.random.key(0, impl="unsafe_rbg"), x, False)
   stats = variables.get("batch_stats", {})
   if stats:  # non-trivial running statistics
     _, upd = model.apply(variables, jax.tree.map(lambda a: 2 * a + 1, x), True,

@@ -14,12 +14,14 @@ import optax
 
 from agm_jax import modulation
 from agm_jax.methods.base import Method, StepOutput, mono_metrics, shapley_step
+from agm_jax.train import parallel
 
 
 def make_tx(config, base, k, *, reference=None):
   return optax.chain(
       modulation.agm(config.agm.alpha, config.agm.clip, num_modalities=k,
-                     reference=reference or config.agm.reference), base)
+                     reference=reference or config.agm.reference,
+                     axis_name=parallel.axis_name(config)), base)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active):

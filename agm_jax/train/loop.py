@@ -19,22 +19,24 @@ from tqdm.auto import tqdm
 import data_pipelines
 from agm_jax import methods
 from agm_jax.models import build_model
-from agm_jax.train import guard
+from agm_jax.train import guard, parallel
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
 from agm_jax.train.steps import make_steps
 from agm_jax.train.writer import MetricWriter
 
 
-def prefetch(iterator: Iterator[dict], size: int = 2) -> Iterator[dict]:
-  """Loads and transfers the next batches on a background thread while the step runs."""
+def prefetch(iterator: Iterator[dict], put: Callable = jax.device_put,
+             size: int = 2) -> Iterator[dict]:
+  """Loads and transfers (``put``) the next batches on a background thread while the step
+  runs."""
   q: queue.Queue = queue.Queue(maxsize=size)
   done = object()
 
   def work():
     try:
       for batch in iterator:
-        q.put(jax.device_put(batch))
+        q.put(put(batch))
     except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
       q.put(e)
     q.put(done)
@@ -58,15 +60,21 @@ class Accumulator:
   def __len__(self):
     return len(self._items)
 
+  def _fetch(self) -> list[dict]:
+    """Host floats (a pmap step's per-device copies are equal: their mean)."""
+    self._items = [{k: float(np.mean(v)) for k, v in m.items()}
+                   for m in jax.device_get(self._items)]
+    return self._items
+
   def check(self, last_step: int) -> None:
     """Raises NonFiniteError naming the first bad step among those accumulated."""
-    self._items = jax.device_get(self._items)
+    self._fetch()
     bad = guard.first_nonfinite(self._items, last_step - len(self._items) + 1)
     if bad is not None:
       raise guard.NonFiniteError(*bad)
 
   def pop_mean(self) -> dict[str, float]:
-    items, self._items = jax.device_get(self._items), []
+    items, self._items = self._fetch(), []
     return {k: float(np.mean([m[k] for m in items])) for k in items[0]}
 
 
@@ -93,8 +101,11 @@ class Run:
     self.method = methods.get(config.method)
     data_mods = select_modalities(config, self.dataset)
     self.modalities = tuple(self.method.model_modalities(config, data_mods))
+    self.dp = parallel.DataParallel(config.get("parallel", {}).get("mode", "sharding"),
+                                    config.batch_size, config.eval_batch_size)
+    self.axis_name = parallel.axis_name(config)
     self.model = build_model(config.model, self.modalities, self.dataset.num_classes,
-                             self.dataset.spec)
+                             self.dataset.spec, bn_axis_name=self.axis_name)
     if self.method.requires_separable and not getattr(self.model, "separable", False):
       raise ValueError(f"method {config.method!r} needs per-modality branches; fusion "
                        f"{config.model.fusion!r} has none (AGM works with any fusion)")
@@ -107,7 +118,8 @@ class Run:
     self.ctx = methods.Context(self.model, self.modalities, config,
                                subset_bn=config.agm.subset_bn, pad=config.agm.pad,
                                fast=config.get("fast_subsets", None))
-    self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx)
+    self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
+                                                 axis_name=self.axis_name)
 
   def init_state(self):
     return state_lib.create(self.model, self.tx, self.dataset.spec, self.modalities,
@@ -119,10 +131,13 @@ class Run:
   def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
     return self.dataset.batches("train", batch_size=self.config.batch_size,
                                 seed=self.config.seed, epoch=epoch, shuffle=True,
-                                drop_remainder=True, start_batch=start_batch)
+                                drop_remainder=True, start_batch=start_batch,
+                                shard_index=self.dp.shard_index,
+                                shard_count=self.dp.shard_count)
 
   def evaluate(self, state, split: str):
-    """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace)."""
+    """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace).
+    ``state`` is the host copy (``run.dp.host_state``)."""
     size = self.config.eval_batch_size
     sums, zs, logits = [], [], []
     for batch in self.dataset.batches(split, batch_size=size):
@@ -131,7 +146,7 @@ class Run:
       if n < size:
         batch = {k: np.concatenate([v, np.repeat(v[:1], size - n, 0)]) for k, v in
                  batch.items()}
-      s, z, lg = self.eval_step(state, batch, weight)
+      s, z, lg = self.eval_step(state, self.dp.put_eval_batch(batch), weight)
       sums.append(s)
       zs.append(z[:n])
       logits.append(lg[:n])
@@ -172,13 +187,14 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   state = run.init_state()
   state, restored = ckpt.restore(state)
+  state = run.dp.put_state(state)
   if restored is not None:
     logging.info("resumed from %s at step %d", ckpt.directory, restored)
     print(f"Resuming from checkpoint at step {restored} in {ckpt.directory}", flush=True)
   writer = MetricWriter(workdir, enabled=primary, resume_step=restored or 0)
 
   spe, num_epochs = run.steps_per_epoch, config.num_epochs
-  step = int(jax.device_get(state.step))
+  step = int(jax.device_get(run.dp.host_state(state).step))
   log_every, ckpt_every = config.log_every_steps, config.checkpoint_every_steps
   history = []
   pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
@@ -188,7 +204,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
     for epoch in range(step // spe, num_epochs):
       active = np.bool_(run.active(epoch))
       acc = Accumulator()
-      for batch in prefetch(run.train_batches(epoch, step % spe)):
+      for batch in prefetch(run.train_batches(epoch, step % spe), run.dp.put_batch):
         state, metrics = run.train_step(state, batch, active)
         acc.add(metrics)
         step += 1
@@ -200,7 +216,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
             pbar.set_postfix(_postfix(line), refresh=False)
           if signals.requested or (ckpt_every and step % ckpt_every == 0 and step % spe):
             acc.check(step)
-            ckpt.save(step, state)
+            ckpt.save(step, run.dp.host_state(state))
         except guard.NonFiniteError as e:
           writer.write(e.step, epoch, "train", e.metrics)
           pbar.close()
@@ -210,19 +226,21 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
           print(f"{signals.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
                 "run the same command to resume", flush=True)
           raise guard.Preempted(step)
-      evals = {split: run.evaluate(state, split) for split in ("val", "test")}
+      host = run.dp.host_state(state)
+      evals = {split: run.evaluate(host, split) for split in ("val", "test")}
       lines = {split: dict(evals[split][0]) for split in evals}
       for hook in hooks:
-        lines["test"].update(hook(run, state, epoch, evals))
+        lines["test"].update(hook(run, host, epoch, evals))
       if run.method.epoch_end is not None:
-        state = run.method.epoch_end(run, state, epoch, evals)
+        host = run.method.epoch_end(run, host, epoch, evals)
+        state = run.dp.put_state(host) if run.dp.mode == "pmap" else host
       for split in ("val", "test"):
         lines[split] = writer.write(step, epoch, split, lines[split])
       history.append(lines)
       pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
                  f"{lines['test']['acc']:.4f}  " + "  ".join(
                      f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
-      ckpt.save(step, state)
+      ckpt.save(step, host)
   pbar.close()
   ckpt.close()
   writer.close()
@@ -232,7 +250,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   if primary:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
-  return run, state, summary
+  return run, run.dp.host_state(state), summary
 
 
 def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> dict:

@@ -53,11 +53,10 @@ class DataParallel:
 
   def put_batch(self, batch: dict) -> dict:
     """This process's part of a global batch -> device arrays (sharded, or pmap-stacked)."""
-    if self.mode == "pmap":
-      local = jax.local_device_count()
-      return jax.tree.map(
-          lambda x: jax.device_put_sharded(list(np.reshape(x, (local, -1, *x.shape[1:]))),
-                                           jax.local_devices()), batch)
+    if self.mode == "pmap":   # (devices, per-device batch, …), one slice per device
+      n = self.num_devices
+      return jax.device_put(jax.tree.map(lambda x: np.reshape(x, (n, -1, *x.shape[1:])), batch),
+                            self.batch_sharding)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
         batch)
@@ -68,8 +67,10 @@ class DataParallel:
     return self.put_batch(batch)
 
   def put_state(self, state):
-    if self.mode == "pmap":
-      return jax.device_put_replicated(state, jax.local_devices())
+    if self.mode == "pmap":   # one copy per device on a leading axis
+      n = self.num_devices
+      stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), state)
+      return jax.device_put(stacked, self.batch_sharding)
     return jax.device_put(state, self.replicated)
 
   def host_state(self, state):

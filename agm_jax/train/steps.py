@@ -17,16 +17,28 @@ def state_metrics(opt_state, names, modalities) -> dict[str, jax.Array]:
   return out
 
 
-def train_step(state, batch, active, *, ctx, method, tx):
-  """One optimisation step; returns ``(new_state, metrics)`` (device scalars)."""
+def _pmean_updates(updates, axis_name):
+  """Averages gradients over the mapped axis (also a linear ``kappa -> grads`` function)."""
+  if callable(updates):
+    return lambda kappa: jax.lax.pmean(updates(kappa), axis_name)
+  return jax.lax.pmean(updates, axis_name)
+
+
+def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
+  """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
+  (``axis_name``) gradients and metrics are averaged over the devices."""
   rng, step_rng = jax.random.split(state.rng)
   extra = {"opt_state": state.opt_state} if method.reads_opt_state else {}
-  out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active, **extra)
-  updates, opt_state = tx.update(out.updates, state.opt_state, state.params, **out.tx_kwargs)
+  out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
+                         **extra)
+  grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(out.metrics)
   metrics["grad_norm"] = optax.tree.norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
+  if axis_name is not None:
+    metrics = jax.lax.pmean(metrics, axis_name)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=out.batch_stats,
                             opt_state=opt_state, rng=rng)
   return new_state, metrics
@@ -43,9 +55,15 @@ def eval_step(state, batch, weight, *, ctx, method):
   return sums, out.z, out.logits
 
 
-def make_steps(ctx, method, tx):
-  """``(train_step, eval_step)`` jitted once for the run; the train state is donated."""
-  train = jax.jit(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx),
-                  donate_argnums=0)
+def make_steps(ctx, method, tx, *, axis_name=None):
+  """``(train_step, eval_step)`` compiled once for the run; the train state is donated.
+  With ``axis_name`` the train step is a ``pmap`` over the local devices."""
+  if axis_name is not None:
+    train = jax.pmap(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx,
+                                                axis_name=axis_name),
+                     axis_name=axis_name, in_axes=(0, 0, None), donate_argnums=0)
+  else:
+    train = jax.jit(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx),
+                    donate_argnums=0)
   evaluate = jax.jit(lambda s, b, w: eval_step(s, b, w, ctx=ctx, method=method))
   return train, evaluate
