@@ -9,6 +9,9 @@ evaluates. The train step is the same for every method::
 
 ``out.updates`` is a gradient pytree, or a linear function ``kappa -> gradients`` that a
 modulation transform at the head of ``tx`` calls with its coefficients (one backward pass).
+A method whose forward pass depends on its own optimiser state (OPM's drop probabilities,
+Greedy's re-balancing mode) sets ``reads_opt_state`` and gets ``opt_state=`` (the state
+before this step) as a keyword argument of ``gradients``.
 """
 
 from __future__ import annotations
@@ -111,3 +114,4 @@ class Method:
   # (``evals[split] = (metrics, z, logits)`` for val and test). Method state that must
   # survive a restart lives in the optimiser state (it is checkpointed with it).
   epoch_end: Callable[..., Any] | None = None
+  reads_opt_state: bool = False        # gradients(..., opt_state=...) (see the module docstring)
