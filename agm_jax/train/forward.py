@@ -74,9 +74,10 @@ def subset_forward(model, params, batch_stats, inputs: Mapping[str, Any],
     raise ValueError("the fast subset path needs per-modality encoders; this model has none")
   masks = shapley.subset_masks(len(modalities))
   run = _fast if fast else _generic
+  # Without BatchNorm statistics the two modes compute the same thing: skip the eval passes.
+  masked_train = train and (subset_bn == "batch" or not batch_stats)
   v_full, v_masked, z, stats = run(model, params, batch_stats, inputs, modalities, masks,
-                                   train=train, masked_train=train and subset_bn == "batch",
-                                   pad=pad, key=key)
+                                   train=train, masked_train=masked_train, pad=pad, key=key)
   if not grad_masked:
     v_masked = jax.lax.stop_gradient(v_masked)
   v = jnp.concatenate([v_masked, v_full[None]], 0)
