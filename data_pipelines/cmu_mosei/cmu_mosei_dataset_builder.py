@@ -1,0 +1,45 @@
+"""TFDS builder for CMU-MOSEI from MultiBench's aligned feature pickle.
+
+Reads (``manual_dir``)::
+
+  RAW/
+    mosei_senti_data.pkl   MultiBench's aligned CMU-MOSEI (github.com/pliang279/MultiBench,
+                           affective computing datasets; CMU-MultimodalSDK features first
+                           released with MulT): a pickled
+                           {"train"|"valid"|"test": {"vision": (N, 50, 35), "audio": (N, 50, 74),
+                            "text": (N, 50, 300), "labels": (N, 1, 1) sentiment in [-3, 3],
+                            "id": (N, …)}}
+
+(``mosei.pkl`` is accepted as the name too.) Splits train / val / test are the file's
+train / valid / test. Each example: ``audio``, ``visual``, ``text`` sequences moved to the
+front and zero-padded at the end, their ``"<m>_lengths"``, ``label`` (1 if the sentiment is
+>= 0, the AGM code's binary task), ``sentiment`` (the raw score, for the 7-class task) and
+``id``; see ``data_pipelines/affect.py`` for the per-example processing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines.affect_builder import AffectBuilder
+from data_pipelines.cmu_mosei import DEFINITION
+
+
+class Builder(AffectBuilder):
+  """CMU-MOSEI: word-aligned audio / visual / text features; sentiment labels."""
+
+  DEFINITION = DEFINITION
+  PICKLES = ("mosei_senti_data.pkl", "mosei.pkl")
+  DESCRIPTION = "CMU-MOSEI sentiment (MultiBench's aligned CMU-MultimodalSDK features)."
+  HOMEPAGE = "https://github.com/CMU-MultiComp-Lab/CMU-MultimodalSDK"
+  CITATION = """@inproceedings{zadeh2018multimodal, title={Multimodal Language Analysis in the
+Wild: CMU-MOSEI Dataset and Interpretable Dynamic Fusion Graph}, author={Zadeh, AmirAli Bagher
+and others}, booktitle={ACL}, year={2018}}"""
+
+  def extra_features(self):
+    return {"sentiment": tfds.features.Scalar(dtype=np.float32)}
+
+  def label_fields(self, raw_label):
+    sentiment = float(raw_label[0])
+    return {"label": 0 if sentiment < 0 else 1, "sentiment": sentiment}
