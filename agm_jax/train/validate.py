@@ -38,6 +38,8 @@ def validate_config(config) -> None:
   _choice(agm.subset_bn, forward.SUBSET_BN, "agm.subset_bn")
   _choice(agm.pad, shapley.PADS, "agm.pad")
   _need(int(config.log_every_steps) >= 1, "log_every_steps must be >= 1")
+  from agm_jax.train import parallel  # noqa: PLC0415
+  _choice(config.get("parallel", {}).get("mode", "sharding"), parallel.MODES, "parallel.mode")
   _need(int(config.checkpoint_every_steps) >= 0, "checkpoint_every_steps must be >= 0")
 
 
