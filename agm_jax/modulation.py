@@ -17,6 +17,12 @@ single-backward form, ``shapley.shapley_vjp``'s ``backward``)::
 
     tx = optax.chain(agm(alpha=1.0, num_modalities=2), optax.sgd(1e-3, momentum=0.9))
     updates, opt_state = tx.update(per_modality_grads, opt_state, params, mono_ce=ce)
+
+Also here: OGM-GE's generalisation enhancement (:func:`ge_noise`, "AGM-GE" chains it after
+``agm``). The comparison methods' transforms live beside this module:
+``agm_jax.modulation_ogm`` (OGM-GE, OGM-GE-RA, OGM, OPM: score-ratio coefficients) and
+``agm_jax.modulation_epoch`` (MSLR, MSES, G-Blending: coefficients updated at epoch end).
+Which parameters are modality m's: ``agm_jax.partition``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agm_jax.partition import SHARED, modality_index
 from agm_jax.shapley import check_num_modalities
 
 REFERENCES = ("running_mean", "one")
@@ -121,5 +128,60 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
     count = state.count + 1
     new_state = AGMState(running_mean(state.running_ce, mono_ce, count), count, kappa)
     return combine(updates, kappa), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- GE noise
+
+
+def _std(g: jax.Array) -> jax.Array:
+  """``torch.Tensor.std()``: the unbiased standard deviation (biased for a single element)."""
+  return jnp.std(g.astype(jnp.float32), ddof=1 if g.size > 1 else 0)
+
+
+def is_encoder_kernel(path, leaf) -> bool:
+  """A weight matrix / conv kernel (ndim >= 2) of some modality's encoder."""
+  return modality_index(path) != SHARED and jnp.ndim(leaf) >= 2
+
+
+def add_ge_noise(updates: Any, key: jax.Array, *, reference: Any = None,
+                 enabled: jax.Array | bool = True) -> Any:
+  """``g + N(0, std(r) + 1e-8)`` on every encoder kernel, ``r`` the matching leaf of
+  ``reference`` (default: ``updates``); other leaves unchanged. One fresh key per leaf."""
+  reference = updates if reference is None else reference
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
+  refs = treedef.flatten_up_to(reference)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  on = jnp.asarray(enabled, jnp.float32)
+  out = []
+  for (path, g), r, kk in zip(leaves, refs, keys):
+    if is_encoder_kernel(path, g):
+      noise = jax.random.normal(kk, jnp.shape(g), jnp.float32) * (_std(r) + 1e-8)
+      g = g + (on * noise).astype(g.dtype)
+    out.append(g)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+class GENoiseState(NamedTuple):
+  noise_key: jax.Array   # raw uint32 PRNG key, split every step
+
+
+def ge_noise(seed: int = 0) -> optax.GradientTransformationExtraArgs:
+  """OGM-GE's generalisation enhancement (Peng et al., CVPR 2022) as a transform.
+
+  ``update(grads, state, params=None, *, active=True)`` adds ``N(0, std(g) + 1e-8)`` to each
+  encoder kernel ``g`` (parameters under ``encoders_<i>`` with ndim >= 2: the released code
+  does it for the 4-D conv kernels; MLP encoders have 2-D ones), only while ``active``. The
+  key lives in the state (checkpointed), so every data-parallel replica draws the same noise.
+  """
+  def init_fn(params):
+    del params
+    return GENoiseState(jax.random.PRNGKey(seed))
+
+  def update_fn(updates, state, params=None, *, active=True, **extra_args):
+    del params, extra_args
+    key, sub = jax.random.split(state.noise_key)
+    return add_ge_noise(updates, sub, enabled=active), GENoiseState(key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

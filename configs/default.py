@@ -45,4 +45,27 @@ def get_config():
   c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0,
                                                  cache_dir=""))
   c.parallel = ml_collections.ConfigDict(dict(mode="sharding"))
+
+  # The comparison methods (agm_jax/methods/<name>.py; agm_1 and agm_ge use c.agm). Their
+  # modulation window is agm.start_epoch … agm.end_epoch. Defaults: the papers' released code.
+  # OGM-GE and OGM-GE-RA (CVPR 2022 README: alpha 0.1); noise=False gives plain OGM.
+  c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True))
+  # OGM (T-PAMI 2024, train_ogm.sh: alpha 0.8), with GE noise.
+  c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, noise=True))
+  # OPM (T-PAMI 2024, train_opm.sh): drop probability q_base*(1+lam*tanh(rho-1)); a batch
+  # drops with probability p_exe.
+  c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7))
+  # MSLR: one initial coefficient per modality in modality order (released AGM code: audio
+  # 0.9, visual 1.1; empty = all 1), ratio from a window of validation mono-modal accuracies.
+  c.mslr = ml_collections.ConfigDict(dict(init=(0.9, 1.1), window=5))
+  # MSES: stop a branch after `patience` epochs without a better smoothed validation
+  # mono-modal loss (released AGM code: 80 of 100+ epochs; 5 suits this 20-epoch run);
+  # smoothed = (1-weight)*previous + weight*current.
+  c.mses = ml_collections.ConfigDict(dict(patience=5, weight=0.4))
+  # G-Blending: loss weights re-estimated every super_epoch epochs from train/dep losses.
+  c.gblending = ml_collections.ConfigDict(dict(super_epoch=5))
+  # Greedy: re-balance the least-utilised modality for `window` steps when the moving
+  # average (ema) of the utilisation rates spreads by more than `threshold` (released code:
+  # window 5).
+  c.greedy = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9))
   return c

@@ -1,9 +1,12 @@
 """Training methods, one file each; ``get(name)`` returns its :class:`Method`."""
 
-from agm_jax.methods import agm, joint, unimodal
+from agm_jax.methods import (agm, agm_1, agm_ge, gblending, greedy, joint, mses, mslr, ogm,
+                             ogm_ge, ogm_ge_ra, opm, unimodal)
 from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput
 
-REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal)}
+REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
+                                               ogm_ge_ra, ogm, opm, mslr, mses, gblending,
+                                               greedy)}
 NAMES = tuple(REGISTRY)
 
 
