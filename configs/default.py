@@ -5,6 +5,11 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
   python launch.py --config=configs/default.py --workdir=/tmp/agm_default
   python launch.py --config=configs/default.py --workdir=/tmp/joint_default --config.method=joint
+
+--config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
+mslr, mses, gblending, greedy (their hyper-parameters: the sections of the same name below).
+The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
+once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 """
 
 import ml_collections
