@@ -47,3 +47,59 @@ def test_one_vs_four_devices(tmp_path, mode):
   assert abs(four["loss"] - one["loss"]) <= 0.01 * abs(one["loss"])
   assert abs(four["acc"] - one["acc"]) <= 0.005
   assert abs(four["kappa"] - one["kappa"]) <= 0.01 * abs(one["kappa"])
+
+
+FOREIGN = r"""
+import functools, json
+import jax, jax.numpy as jnp, numpy as np, optax
+from agm_jax import modulation, shapley
+from agm_jax.train import parallel
+
+MODS = ("a", "v")
+rng = np.random.default_rng(0)
+x = {"a": rng.normal(size=(16, 5)).astype(np.float32),
+     "v": rng.normal(size=(16, 3)).astype(np.float32)}
+y = rng.integers(0, 4, 16)
+params = {"a": jnp.asarray(rng.normal(size=(5, 6)), jnp.float32),
+          "v": jnp.asarray(rng.normal(size=(3, 6)), jnp.float32),
+          "head": jnp.asarray(rng.normal(size=(12, 4)), jnp.float32)}
+
+def logits_fn(p, d):
+  return jnp.concatenate([jnp.tanh(d[m] @ p[m]) for m in MODS], -1) @ p["head"]
+
+def make_step(axis_name):
+  tx = optax.chain(modulation.agm(1.0, num_modalities=2, axis_name=axis_name), optax.sgd(0.1))
+  def step(p, s, xb, yb):
+    grads, aux = shapley.per_modality_grads(logits_fn, p, xb, yb, MODS)
+    if axis_name:
+      grads = jax.lax.pmean(grads, axis_name)
+    u, s = tx.update(grads, s, p, mono_ce=aux["mono_ce"])
+    return optax.apply_updates(p, u), s
+  return tx, step
+
+tx, step = make_step(None)
+p1, s1 = jax.jit(step)(params, tx.init(params), x, y)
+txp, stepp = make_step(parallel.AXIS)
+n = jax.device_count()
+rep = lambda t: jax.tree.map(lambda a: jnp.stack([a] * n), t)
+shard = lambda t: jax.tree.map(lambda a: a.reshape(n, -1, *a.shape[1:]), t)
+p4, s4 = jax.pmap(stepp, axis_name=parallel.AXIS)(rep(params), rep(txp.init(params)),
+                                                  shard(x), shard(y))
+kappa4 = np.asarray(s4[0].kappa)
+print("RESULT", json.dumps({
+    "devices": n, "same_kappa_on_devices": bool(np.allclose(kappa4, kappa4[0])),
+    "kappa_err": float(np.abs(kappa4[0] - np.asarray(s1[0].kappa)).max()),
+    "param_err": max(float(np.abs(np.asarray(a[0]) - np.asarray(b)).max())
+                     for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(p1)))}))
+"""
+
+
+def test_agm_transform_in_a_foreign_pmap_loop():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", FOREIGN], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads([x for x in out.stdout.splitlines() if x.startswith("RESULT")][-1][7:])
+  assert result["devices"] == 4 and result["same_kappa_on_devices"]
+  assert result["kappa_err"] < 1e-5 and result["param_err"] < 1e-5
