@@ -27,7 +27,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cremad_agm.py", "Config file.")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size of the timed steps.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per variant (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after compilation.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation (the first "
+                                "few are slower on CPU).")
 _VARIANTS = flags.DEFINE_list("variants", ["joint", "agm", "agm_eval_bn"],
                               "Which steps to time.")
 _DTYPE = flags.DEFINE_string("dtype", "", "Override config.model.dtype (e.g. bfloat16).")
