@@ -1,16 +1,8 @@
 """TFDS builder for AVE from the PSP feature files, with video-level labels.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/                  PSP's AVE features (github.com/jasongief/PSP_CVPR_2021, its data
-                        download; the AGM AVE loader reads the same files)
-    visual_feature.h5   "avadataset": (4143, 10, 7, 7, 512) VGG-19 pool5 map per 1-s segment
-    audio_feature.h5    "avadataset": (4143, 10, 128) VGGish vector per segment
-    right_labels.h5     "avadataset": (4143, 10, 29) one-hot segment labels (28 events, then
-                        background); "labels.h5" is read if right_labels.h5 is absent
-    train_order.h5      "order": indices of the training videos
-    val_order.h5        "order": validation videos
-    test_order.h5       "order": test videos
+{LAYOUT}
 
 Splits train / val / test follow the order files. The AGM code trains AVE as segment-level
 localisation; this builder stores each video with its event class (the most frequent
@@ -30,6 +22,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.ave import AUDIO_SHAPE, CLASSES, DEFINITION, SEGMENTS, VISUAL_SHAPE
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 from data_pipelines.builder_base import RawBuilder
 from data_pipelines.common import CorruptInput
 

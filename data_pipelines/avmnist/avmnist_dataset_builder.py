@@ -1,15 +1,8 @@
 """TFDS builder for AV-MNIST in MultiBench's layout, as the AGM code reads it.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/                        MultiBench's AV-MNIST (github.com/pliang279/MultiBench, "avmnist";
-                              the AGM README links the same archive)
-    image/train_data.npy      (N, 784) or (N, 28, 28) MNIST digits, values 0..255
-    image/test_data.npy
-    audio/train_data.npy      (N, 112, 112) spoken-digit spectrograms, values 0..255
-    audio/test_data.npy
-    train_labels.npy          (N,) digits 0..9
-    test_labels.npy
+{LAYOUT}
 
 Splits as the released AGM code (``dataloader/AVMNIST_loader.py``): train and test keep the
 first 90% of their arrays; ``dep`` is the last 10% of train followed by the last 10% of test.
@@ -26,6 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines.avmnist import AUDIO_SHAPE, DEFINITION, IMAGE_SHAPE, NUM_CLASSES
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 from data_pipelines.builder_base import RawBuilder
 from data_pipelines.common import CorruptInput, agm_split, load_array
 

@@ -1,14 +1,8 @@
 """TFDS builder for CMU-MOSEI from MultiBench's aligned feature pickle.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/
-    mosei_senti_data.pkl   MultiBench's aligned CMU-MOSEI (github.com/pliang279/MultiBench,
-                           affective computing datasets; CMU-MultimodalSDK features first
-                           released with MulT): a pickled
-                           {"train"|"valid"|"test": {"vision": (N, 50, 35), "audio": (N, 50, 74),
-                            "text": (N, 50, 300), "labels": (N, 1, 1) sentiment in [-3, 3],
-                            "id": (N, …)}}
+{LAYOUT}
 
 (``mosei.pkl`` is accepted as the name too.) Splits train / val / test are the file's
 train / valid / test. Each example: ``audio``, ``visual``, ``text`` sequences moved to the
@@ -24,6 +18,8 @@ import tensorflow_datasets as tfds
 
 from data_pipelines.affect_builder import AffectBuilder
 from data_pipelines.cmu_mosei import DEFINITION
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 
 
 class Builder(AffectBuilder):

@@ -1,14 +1,8 @@
 """TFDS builder for CREMA-D as OGM-GE and AGM use it.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/                          the CREMA-D release (github.com/CheyneyComputerScience/CREMA-D)
-    AudioWAV/<clip>.wav         e.g. AudioWAV/1001_DFA_ANG_XX.wav  ("Audio/" is read too)
-    Image-01-FPS/<clip>/*.jpg   frames at 1 fps, as OGM-GE's data/CREMAD/video_preprocessing.py
-                                writes them (file names sort in time order)
-    VideoFlash/<clip>.flv       optional: a clip without a frame folder is decoded from its
-                                video at 1 fps (needs: pip install av)
-  Clips come from the standard split shipped in data_pipelines/cremad/splits/.
+{LAYOUT}
 
 Users get the wavs and videos from the CREMA-D repository (git-lfs) and extract the frames
 with OGM-GE's script, or let this builder decode the ``.flv`` files.
@@ -38,6 +32,8 @@ from data_pipelines import audio, images, video
 from data_pipelines.builder_base import RawBuilder
 from data_pipelines.common import agm_split, layout_error
 from data_pipelines.cremad import CLASSES, DEFINITION, SPECTROGRAM_SHAPE
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 
 SPLITS_DIR = os.path.join(os.path.dirname(__file__), "splits")
 FRAME_DIR = "Image-01-FPS"

@@ -1,16 +1,8 @@
 """TFDS builder for Kinetics-Sounds as OGM-GE / BalanceBenchmark read it.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/                             Kinetics-Sounds as OGM-GE and BalanceBenchmark prepare it
-                                   (clips from github.com/cvdfoundation/kinetics-dataset)
-    train.txt, test.txt            one clip per line, its label index (0..30) as the last field,
-                                   fields separated by commas or spaces (OGM-GE's
-                                   data/KineticSound/my_train.txt: "clip,10,label")
-    train_spec/<clip>.npy          log-mel filterbank (1024, 128), as OGM-GE's
-    test_spec/<clip>.npy           data/KineticSound/process_audio.py writes it
-    train-frames-1fps/<clip>/*.jpg frames at 1 fps (file names sort in time order)
-    test-frames-1fps/<clip>/*.jpg
+{LAYOUT}
 
 Users download the Kinetics-400 clips of the 31 Kinetics-Sounds classes, extract frames at
 1 fps and filterbanks with the OGM-GE scripts, and rename the list files.
@@ -35,6 +27,8 @@ from data_pipelines import images
 from data_pipelines.builder_base import RawBuilder
 from data_pipelines.common import CorruptInput, layout_error, load_array, tail_split
 from data_pipelines.kinetics_sounds import DEFINITION, NUM_CLASSES
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 
 def read_list(path: str) -> list[tuple[str, int]]:
   """``[(clip, label)]``: first field the clip, last field its integer label (ValueError

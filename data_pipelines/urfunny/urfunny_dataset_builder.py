@@ -1,12 +1,8 @@
 """TFDS builder for UR-Funny from MultiBench's processed pickle.
 
-Reads (``manual_dir``)::
+Reads (``manual_dir``; the text below is the package's ``LAYOUT``, filled in at import)::
 
-  RAW/
-    humor.pkl      MultiBench's processed UR-Funny (github.com/pliang279/MultiBench, affective
-                   computing datasets; the AGM UR-Funny loader reads the same file): a pickled
-                   {"train"|"valid"|"test": {"vision": (N, 50, 371), "audio": (N, 50, 81),
-                    "text": (N, 50, 300), "labels": (N, 1), "id": (N, …)}}
+{LAYOUT}
 
 (``urfunny.pkl`` is accepted as the name too.) Splits train / val / test are the file's
 train / valid / test. Each example: ``audio``, ``visual``, ``text`` sequences moved to the
@@ -19,6 +15,8 @@ from __future__ import annotations
 
 from data_pipelines.affect_builder import AffectBuilder
 from data_pipelines.urfunny import DEFINITION
+
+__doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 
 
 class Builder(AffectBuilder):
