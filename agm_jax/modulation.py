@@ -69,6 +69,14 @@ def running_mean(mean: jax.Array, value: jax.Array, count: jax.Array) -> jax.Arr
   return mean * ((t - 1.0) / t) + value / t
 
 
+def batch_statistic(value, k: int, name: str, axis_name: str | None) -> jax.Array:
+  """A per-modality batch statistic (``(k,)``) as a constant, averaged over ``axis_name``."""
+  value = jax.lax.stop_gradient(jnp.asarray(value, jnp.float32))
+  if value.shape != (k,):
+    raise ValueError(f"{name} must have shape ({k},), got {value.shape}")
+  return value if axis_name is None else jax.lax.pmean(value, axis_name)
+
+
 def combine(updates: Any, kappa: jax.Array) -> Any:
   """``sum_m kappa[m] * updates[m]``: stacked pytree (leading axis k) or linear function."""
   if callable(updates):
@@ -117,11 +125,7 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
 
   def update_fn(updates, state, params=None, *, mono_ce, active=True, **extra_args):
     del params, extra_args
-    mono_ce = jax.lax.stop_gradient(jnp.asarray(mono_ce, jnp.float32))
-    if mono_ce.shape != (k,):
-      raise ValueError(f"mono_ce must have shape ({k},), got {mono_ce.shape}")
-    if axis_name is not None:
-      mono_ce = jax.lax.pmean(mono_ce, axis_name)
+    mono_ce = batch_statistic(mono_ce, k, "mono_ce", axis_name)
     kappa = agm_coefficients(mono_ce, state.running_ce, alpha=alpha, clip=clip,
                              reference=reference)
     kappa = jnp.where(active, kappa, jnp.ones_like(kappa))

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agm_jax.modulation import add_ge_noise, running_mean
+from agm_jax.modulation import add_ge_noise, batch_statistic, running_mean
 from agm_jax.partition import scale_by_modality
 from agm_jax.shapley import check_num_modalities
 
@@ -130,11 +130,7 @@ def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise
 
   def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
     del params, extra_args
-    scores = jax.lax.stop_gradient(jnp.asarray(scores, jnp.float32))
-    if scores.shape != (k,):
-      raise ValueError(f"scores must have shape ({k},), got {scores.shape}")
-    if axis_name is not None:
-      scores = jax.lax.pmean(scores, axis_name)
+    scores = batch_statistic(scores, k, "scores", axis_name)
     coeff = jnp.where(active, coefficients(scores, state), 1.0)
     out = scale_by_modality(updates, coeff)
     key, sub = jax.random.split(state.noise_key)
@@ -214,11 +210,7 @@ def opm(q_base: float, lam: float, *, num_modalities: int,
 
   def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
     del state, params, extra_args
-    scores = jax.lax.stop_gradient(jnp.asarray(scores, jnp.float32))
-    if scores.shape != (k,):
-      raise ValueError(f"scores must have shape ({k},), got {scores.shape}")
-    if axis_name is not None:
-      scores = jax.lax.pmean(scores, axis_name)
+    scores = batch_statistic(scores, k, "scores", axis_name)
     rho = mean_ratios(scores)
     q = jnp.where(active, opm_drop_probabilities(rho, q_base=q_base, lam=lam), 0.0)
     return updates, OPMState(rho, q)
