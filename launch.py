@@ -2,6 +2,11 @@ r"""Trains one experiment: python launch.py --config=configs/NAME.py --workdir=D
 
 Overrides: --config.method=joint --config.seed=1 --config.agm.alpha=0.5 … Running the same
 command on a DIR that has checkpoints resumes from the latest. --verbose shows tracebacks.
+
+Several processes (hosts): start the same command on each with --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I (or the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID environment variables), or with --distributed on a cluster JAX detects (SLURM,
+Open MPI, Kubernetes). The workdir must be on a filesystem every process shares.
 """
 
 import sys
@@ -13,6 +18,16 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics, summary, checkpoints.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show full tracebacks of errors.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process: HOST:PORT of process 0's coordinator "
+    "(default $JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Multi-process: number of processes (default $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Multi-process: this process's index (default $JAX_PROCESS_ID).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-process: let JAX detect the cluster (SLURM, Open MPI, "
+    "Kubernetes, TPU) for whatever the flags above leave unset.")
 
 
 def _config_key_error(argv, error) -> str:
@@ -52,9 +67,11 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from agm_jax.train import guard, loop, validate  # noqa: PLC0415 - after flags: fast --help
+  from agm_jax.train import guard, loop, parallel, validate  # noqa: PLC0415 - fast --help
   config = _CONFIG.value
   try:
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                        auto=_DISTRIBUTED.value)
     if config is None:
       raise validate.ConfigError("--config is required, e.g. --config=configs/default.py")
     validate.validate_config(config)
@@ -65,11 +82,13 @@ def main(argv):
   except guard.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, parallel.DistributedError) as e:
     if _VERBOSE.value:
       raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if not parallel.is_primary():
+    return
   final = summary.get("final", {})
   print("final test: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()
                                    if isinstance(v, float)))

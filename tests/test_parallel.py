@@ -38,9 +38,14 @@ def _run(tmp_path, devices, mode, method):
   return json.loads(line.split(" ", 1)[1])
 
 
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  return _run(tmp_path_factory.mktemp("one"), 1, "sharding", "agm")
+
+
 @pytest.mark.parametrize("mode", ["sharding", "pmap"])
-def test_one_vs_four_devices(tmp_path, mode):
-  one = _run(tmp_path, 1, "sharding", "agm")
+def test_one_vs_four_devices(tmp_path, one_device, mode):
+  one = one_device
   four = _run(tmp_path, 4, mode, "agm")
   print(mode, one, four)
   assert four["devices"] == 4

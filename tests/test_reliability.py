@@ -199,3 +199,39 @@ def test_unwritable_workdir(tmp_path):
   blocker.write_text("x")
   out = launch(str(blocker / "run"), check=False)
   assert out.returncode == 2 and "not writable" in out.stderr
+
+
+class _SignalOnFirstTrainBatch:
+  """The dataset, sending this process SIGTERM as the first train batch is read."""
+
+  def __init__(self, dataset):
+    self._dataset, self.sent = dataset, False
+
+  def __getattr__(self, name):
+    return getattr(self._dataset, name)
+
+  def batches(self, split, **kwargs):
+    for batch in self._dataset.batches(split, **kwargs):
+      if split == "train" and not self.sent:
+        self.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+
+def test_a_signal_on_an_epochs_last_step_keeps_its_evaluation(tmp_path):
+  """One step per epoch: the stop waits for the epoch's val/test lines and checkpoint, so the
+  resumed run has every epoch's evaluation."""
+  import data_pipelines  # noqa: PLC0415
+  from agm_jax.train import guard, loop  # noqa: PLC0415
+  from tests.test_train import read_lines, tiny_config  # noqa: PLC0415
+  c = tiny_config(method="agm", batch_size=256, num_epochs=2)
+  data = _SignalOnFirstTrainBatch(data_pipelines.load(c.data, seed=c.seed))
+  with pytest.raises(guard.Preempted):
+    loop.fit(c, str(tmp_path), dataset=data)
+  assert data.sent
+  assert {(x["step"], x["split"]) for x in read_lines(tmp_path)} == {
+      (1, "train"), (1, "val"), (1, "test")}
+  assert "1" in os.listdir(tmp_path / "checkpoints")
+  loop.fit(c, str(tmp_path))
+  assert [(x["epoch"], x["split"]) for x in read_lines(tmp_path)] == [
+      (0, "train"), (0, "val"), (0, "test"), (1, "train"), (1, "val"), (1, "test")]

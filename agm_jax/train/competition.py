@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from agm_jax import probe
+from agm_jax.train import parallel
 
 CACHE_VERSION = 1
 
@@ -59,14 +60,22 @@ def concept_outputs(config, modality: str, dataset) -> dict:
 
   directory = os.path.join(cache_root(config), concept_key(config, modality))
   outputs = os.path.join(directory, "concept.npz")
-  if not os.path.exists(outputs):
-    print(f"Training the mono-modal concept of {modality!r} (cached in {directory})",
-          flush=True)
+  # Process 0's cache decides; training is collective, process 0 writes, then all read.
+  if not parallel.primary_flag(os.path.exists(outputs)):
+    if parallel.is_primary():
+      print(f"Training the mono-modal concept of {modality!r} (cached in {directory})",
+            flush=True)
     run, state, _ = loop.fit(concept_config(config, modality), directory, dataset=dataset)
     dep, test = run.evaluate(state, "dep"), run.evaluate(state, "test")
-    tmp = outputs + ".tmp.npz"
-    np.savez(tmp, dep=dep[2], test=test[2], acc=test[0]["acc"])
-    os.replace(tmp, outputs)
+    if parallel.is_primary():
+      tmp = outputs + ".tmp.npz"
+      np.savez(tmp, dep=dep[2], test=test[2], acc=test[0]["acc"])
+      os.replace(tmp, outputs)
+    parallel.barrier(f"agm_jax:concept:{modality}")
+  if not os.path.exists(outputs):
+    raise FileNotFoundError(f"process 0 cached the concept in {outputs}, which this process "
+                            "cannot see: competition.cache_dir must be on a filesystem every "
+                            "process shares")
   with np.load(outputs) as f:
     return {"dep": f["dep"], "test": f["test"], "acc": float(f["acc"]), "cached": directory}
 

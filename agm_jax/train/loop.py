@@ -96,8 +96,10 @@ class Run:
 
   def __init__(self, config, *, dataset=None):
     self.config = config
-    self.dataset = dataset if dataset is not None else data_pipelines.load(config.data,
-                                                                           seed=config.seed)
+    if dataset is None:   # process 0 prepares the data if needed, then every process reads it
+      dataset = parallel.primary_first(lambda: data_pipelines.load(config.data, seed=config.seed),
+                                       "agm_jax:load_data")
+    self.dataset = dataset
     self.method = methods.get(config.method)
     data_mods = select_modalities(config, self.dataset)
     self.modalities = tuple(self.method.model_modalities(config, data_mods))
@@ -139,21 +141,24 @@ class Run:
     """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace).
     ``state`` is the host copy (``run.dp.host_state``)."""
     size = self.config.eval_batch_size
-    sums, zs, logits = [], [], []
+    outputs, sizes = [], []
     for batch in self.dataset.batches(split, batch_size=size):
       n = len(batch["label"])
-      weight = np.arange(size) < n
       if n < size:
         batch = {k: np.concatenate([v, np.repeat(v[:1], size - n, 0)]) for k, v in
                  batch.items()}
-      s, z, lg = self.eval_step(state, self.dp.put_eval_batch(batch), weight)
-      sums.append(s)
-      zs.append(z[:n])
-      logits.append(lg[:n])
-    totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(sums))
+      batch["_weight"] = np.arange(size) < n
+      batch = self.dp.put_eval_batch(batch)
+      weight = batch.pop("_weight")
+      outputs.append(self.eval_step(state, batch, weight))
+      sizes.append(n)
+    outputs = self.dp.fetch(outputs)
+    totals = jax.tree.map(lambda *x: float(np.sum(x)), *[o[0] for o in outputs])
     count = totals.pop("count")
     metrics = {k: v / count for k, v in totals.items()}
-    return metrics, np.concatenate(jax.device_get(zs)), np.concatenate(jax.device_get(logits))
+    z = np.concatenate([o[1][:n] for o, n in zip(outputs, sizes)])
+    logits = np.concatenate([o[2][:n] for o, n in zip(outputs, sizes)])
+    return metrics, z, logits
 
 
 def _postfix(line: dict) -> dict:
@@ -179,18 +184,18 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   if config.get("competition", {}).get("enabled", False) and config.method != "unimodal":
     from agm_jax.train.competition import CompetitionProbe  # noqa: PLC0415
     hooks.insert(0, CompetitionProbe(config, run))
-  primary = jax.process_index() == 0
+  primary = parallel.is_primary()
   if primary:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = run.init_state()
-  state, restored = ckpt.restore(state)
+  state, restored = ckpt.restore(run.dp.replicate(run.init_state()))
   state = run.dp.put_state(state)
   if restored is not None:
     logging.info("resumed from %s at step %d", ckpt.directory, restored)
-    print(f"Resuming from checkpoint at step {restored} in {ckpt.directory}", flush=True)
+    if primary:
+      print(f"Resuming from checkpoint at step {restored} in {ckpt.directory}", flush=True)
   writer = MetricWriter(workdir, enabled=primary, resume_step=restored or 0)
 
   spe, num_epochs = run.steps_per_epoch, config.num_epochs
@@ -200,32 +205,45 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
               disable=not primary, dynamic_ncols=True)
   signals = guard.SignalCheckpoint()
+  single = run.dp.process_count == 1
+
+  def preempted():
+    pbar.close()
+    if primary:
+      print(f"{signals.requested or 'a signal to another process'}: saved a checkpoint at "
+            f"step {step} in {ckpt.directory}; run the same command to resume", flush=True)
+    return guard.Preempted(step)
+
   with signals:
     for epoch in range(step // spe, num_epochs):
       active = np.bool_(run.active(epoch))
-      acc = Accumulator()
+      acc, stop = Accumulator(), False
       for batch in prefetch(run.train_batches(epoch, step % spe), run.dp.put_batch):
         state, metrics = run.train_step(state, batch, active)
         acc.add(metrics)
         step += 1
         pbar.update(1)
+        boundary = step % log_every == 0 or step % spe == 0
+        # Every process must stop at the same step: across processes a signal is acted on at
+        # the next log line, where the processes agree.
+        stop = (signals.requested is not None if single else
+                boundary and parallel.any_process(signals.requested is not None))
+        end_of_epoch = step % spe == 0   # a stop there waits for the epoch's evaluation
         try:
-          if step % log_every == 0 or step % spe == 0 or signals.requested:
+          if boundary or stop:
             acc.check(step)
             line = writer.write(step, epoch, "train", acc.pop_mean())
             pbar.set_postfix(_postfix(line), refresh=False)
-          if signals.requested or (ckpt_every and step % ckpt_every == 0 and step % spe):
+          if (stop and not end_of_epoch) or (ckpt_every and step % ckpt_every == 0
+                                              and not end_of_epoch):
             acc.check(step)
-            ckpt.save(step, run.dp.host_state(state))
+            ckpt.save(step, run.dp.checkpoint_state(state))
         except guard.NonFiniteError as e:
           writer.write(e.step, epoch, "train", e.metrics)
           pbar.close()
           raise
-        if signals.requested:
-          pbar.close()
-          print(f"{signals.requested}: saved a checkpoint at step {step} in {ckpt.directory}; "
-                "run the same command to resume", flush=True)
-          raise guard.Preempted(step)
+        if stop and not end_of_epoch:
+          raise preempted()
       host = run.dp.host_state(state)
       evals = {split: run.evaluate(host, split) for split in ("val", "test")}
       lines = {split: dict(evals[split][0]) for split in evals}
@@ -233,14 +251,17 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
         lines["test"].update(hook(run, host, epoch, evals))
       if run.method.epoch_end is not None:
         host = run.method.epoch_end(run, host, epoch, evals)
-        state = run.dp.put_state(host) if run.dp.mode == "pmap" else host
+        state = run.dp.put_state(host)
       for split in ("val", "test"):
         lines[split] = writer.write(step, epoch, split, lines[split])
       history.append(lines)
-      pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
-                 f"{lines['test']['acc']:.4f}  " + "  ".join(
-                     f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
-      ckpt.save(step, host)
+      if primary:
+        pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
+                   f"{lines['test']['acc']:.4f}  " + "  ".join(
+                       f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
+      ckpt.save(step, run.dp.checkpoint_state(state))
+      if stop and epoch + 1 < num_epochs:
+        raise preempted()
   pbar.close()
   ckpt.close()
   writer.close()
