@@ -5,9 +5,10 @@ r"""Step-time benchmark: joint vs AGM train steps at a config's real input shape
 Times the jitted train step of ``joint``, ``agm`` with ``subset_bn="batch"`` and ``agm`` with
 ``subset_bn="eval"`` on random inputs of the config's shapes (``config.data.synthetic``):
 compilation and ``--warmup`` steps excluded, then the median of ``--steps`` steps, each
-synchronised with ``block_until_ready``. The LAST stdout line is one JSON object with
+synchronised with ``block_until_ready``. ``--config.parallel.mode=pmap`` times the pmap step
+(the batch split over the devices). The LAST stdout line is one JSON object with
 ``joint_step_s``, ``agm_step_s``, ``agm_eval_bn_step_s``, their ratios to joint,
-``batch_size``, ``devices``, ``backend`` and ``peak_rss_mb``.
+``batch_size``, ``devices``, ``parallel_mode``, ``backend`` and ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def random_batch(spec, num_classes: int, batch_size: int, seed: int = 0) -> dict
 def time_step(config, dataset, batch, *, steps: int, warmup: int) -> dict:
   from agm_jax.train.loop import Run  # noqa: PLC0415
   run = Run(config, dataset=dataset)
-  state = run.init_state()
+  state = run.dp.put_state(run.init_state())   # laid out for config.parallel.mode
+  batch = run.dp.put_batch(batch)
   active = np.bool_(True)
   t0 = time.perf_counter()
   state, metrics = run.train_step(state, batch, active)
@@ -87,7 +89,8 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
   result = {"config": config.get("name", ""), "batch_size": batch_size,
             "devices": jax.device_count(), "backend": jax.default_backend(),
             "device_kind": jax.devices()[0].device_kind, "dtype": config.model.dtype,
-            "modalities": list(dataset.modalities), "fusion": config.model.fusion}
+            "modalities": list(dataset.modalities), "fusion": config.model.fusion,
+            "parallel_mode": config.parallel.mode}
   for name in variants:
     method, subset_bn = VARIANTS[name]
     c = copy.deepcopy(config)
@@ -95,7 +98,7 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
       c.method, c.agm.subset_bn = method, subset_bn
     timing = time_step(c, dataset, batch, steps=steps, warmup=warmup)
     key = "agm_step_s" if name == "agm" else f"{name}_step_s"
-    result[key] = round(timing["median_s"], 4)
+    result[key] = float(f"{timing['median_s']:.4g}")
     result[f"{name}_first_step_s"] = round(timing["first_step_s"], 2)
     print(f"{name:12s} median {timing['median_s']:.4f} s over {steps} steps "
           f"(first step incl. compile {timing['first_step_s']:.1f} s)", file=sys.stderr,

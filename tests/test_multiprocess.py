@@ -103,13 +103,20 @@ def one_process(tmp_path_factory):
   out = subprocess.run(_cmd(workdir, cache), cwd=ROOT, env=_env(1), capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  return workdir
+  return workdir, cache
 
 
-def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process):
+@pytest.fixture(scope="module")
+def two_process_cache(tmp_path_factory):
+  """The concept cache of the two-process runs (the first one trains the concepts)."""
+  return str(tmp_path_factory.mktemp("cache_two"))
+
+
+def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process,
+                                                           two_process_cache):
   """sharding mode, 2 processes × 1 device: SIGTERM to process 1 only stops both at the
   same step with one checkpoint; the pair resumes and ends where one process does."""
-  workdir, cache = str(tmp_path / "two"), str(tmp_path / "cache")
+  workdir, cache = str(tmp_path / "two"), two_process_cache
   procs = start(workdir, cache)
   wait_for_checkpoint(workdir, procs[0])
   procs[1].send_signal(signal.SIGTERM)
@@ -121,20 +128,19 @@ def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process
   (out0, _), _ = finish(start(workdir, cache))
   assert f"Resuming from checkpoint at step {stopped}" in out0
   assert "final test" in out0
-  assert_same_run(workdir, one_process)
+  assert_same_run(workdir, one_process[0])
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
   assert {"competition/audio", "competition/visual"} <= set(summary["final"])
-  assert set(os.listdir(cache)) == set(os.listdir(os.path.join(os.path.dirname(one_process),
-                                                               "cache_one0")))
+  assert set(os.listdir(cache)) == set(os.listdir(one_process[1]))   # the same concept keys
 
 
-def test_two_processes_pmap_from_environment(tmp_path, one_process):
+def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_cache):
   """pmap mode, 2 processes × 2 devices, the coordinator given by JAX_* variables."""
   workdir = str(tmp_path / "pmap")
-  finish(start(workdir, str(tmp_path / "cache"), "--config.parallel.mode=pmap", devices=2,
+  finish(start(workdir, two_process_cache, "--config.parallel.mode=pmap", devices=2,
                use_env=True))
-  assert_same_run(workdir, one_process)
+  assert_same_run(workdir, one_process[0])
 
 
 def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path):

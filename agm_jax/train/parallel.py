@@ -70,8 +70,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if num_processes < 1 or not 0 <= process_id < num_processes:
       raise ValueError(f"process_id must be in [0, num_processes): got process_id "
                        f"{process_id}, num_processes {num_processes}")
-  if "cpu" in os.environ.get("JAX_PLATFORMS", "").split(","):
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU arrays' collectives
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=timeout_s)
@@ -130,6 +129,9 @@ class DataParallel:
     self.local_devices = jax.local_devices()
     self.process_count = jax.process_count()
     n = len(self.devices)
+    if len(self.local_devices) * self.process_count != n:
+      raise ValueError(f"the {self.process_count} processes hold different numbers of devices "
+                       f"({len(self.local_devices)} here, {n} in all); give each the same")
     for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
       if size % n:
         raise ValueError(f"{name} {size} is not divisible by the {n} devices "
