@@ -178,11 +178,12 @@ class DataParallel:
   def replicate(self, state):
     """The state as arrays replicated on every device of every process (sharding mode's
     layout, and what checkpoints are written from and restored into)."""
-    def put(x):
-      if (isinstance(x, jax.Array) and x.sharding.is_fully_replicated
-          and x.sharding.device_set == self.replicated.device_set):
+    def put(x):   # (the exact sharding, else the step would compile again)
+      if isinstance(x, jax.Array) and x.sharding == self.replicated:
         return x
-      return jax.device_put(np.asarray(x), self.replicated)
+      if self.process_count > 1:   # through the host: every process holds the same value
+        x = np.asarray(x)
+      return jax.device_put(x, self.replicated)
     return jax.tree.map(put, state)
 
   def put_state(self, state):
