@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from data_pipelines import images
+from data_pipelines.registry import cfg, frames_spec
 
 
 def _label(record, mode: str) -> np.int32:
@@ -96,3 +97,19 @@ class ArrayPreprocess:
         out[f"{m}_lengths"] = np.int32(record[f"{m}_lengths"])
     out["label"] = _label(record, self.label)
     return out
+
+
+def audio_frames(audio_shape: tuple[int, ...], *, num_frames: int, frame_sampling: str):
+  """``(make_preprocess, synthetic_spec)`` of an audio-spectrogram + video-frames dataset whose
+  ``data_config.num_frames`` and ``frame_sampling`` default to the given values."""
+
+  def make_preprocess(data_config, modalities):
+    return FramesPreprocess(
+        modalities=tuple(modalities), num_frames=int(cfg(data_config, "num_frames", num_frames)),
+        frame_sampling=str(cfg(data_config, "frame_sampling", frame_sampling)))
+
+  def synthetic_spec(data_config) -> dict:
+    return {"audio": (tuple(audio_shape), np.dtype(np.float32)),
+            "visual": frames_spec(cfg(data_config, "num_frames", num_frames))}
+
+  return make_preprocess, synthetic_spec

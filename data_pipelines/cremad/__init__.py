@@ -10,10 +10,8 @@ seed-999 frame; "segments": random frame per segment in training, middle frame i
 
 from __future__ import annotations
 
-import numpy as np
-
 from data_pipelines import preprocess
-from data_pipelines.registry import DatasetDef, cfg, frames_spec
+from data_pipelines.registry import DatasetDef
 
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 SPECTROGRAM_SHAPE = (257, 188)
@@ -28,15 +26,8 @@ LAYOUT = """\
   Clips come from the standard split shipped in data_pipelines/cremad/splits/."""
 
 
-def make_preprocess(data_config, modalities):
-  return preprocess.FramesPreprocess(
-      modalities=tuple(modalities), num_frames=int(cfg(data_config, "num_frames", 1)),
-      frame_sampling=str(cfg(data_config, "frame_sampling", "fixed")))
-
-
-def synthetic_spec(data_config) -> dict:
-  return {"audio": (SPECTROGRAM_SHAPE, np.dtype(np.float32)),
-          "visual": frames_spec(cfg(data_config, "num_frames", 1))}
+make_preprocess, synthetic_spec = preprocess.audio_frames(SPECTROGRAM_SHAPE, num_frames=1,
+                                                            frame_sampling="fixed")
 
 
 DEFINITION = DatasetDef(

@@ -11,10 +11,8 @@ choice; "fixed": the same seed-999 frames every time).
 
 from __future__ import annotations
 
-import numpy as np
-
 from data_pipelines import preprocess
-from data_pipelines.registry import DatasetDef, cfg, frames_spec
+from data_pipelines.registry import DatasetDef
 
 NUM_CLASSES = 31
 FBANK_SHAPE = (1024, 128)
@@ -31,15 +29,8 @@ LAYOUT = """\
     test-frames-1fps/<clip>/*.jpg"""
 
 
-def make_preprocess(data_config, modalities):
-  return preprocess.FramesPreprocess(
-      modalities=tuple(modalities), num_frames=int(cfg(data_config, "num_frames", 3)),
-      frame_sampling=str(cfg(data_config, "frame_sampling", "segments")))
-
-
-def synthetic_spec(data_config) -> dict:
-  return {"audio": (FBANK_SHAPE, np.dtype(np.float32)),
-          "visual": frames_spec(cfg(data_config, "num_frames", 3))}
+make_preprocess, synthetic_spec = preprocess.audio_frames(FBANK_SHAPE, num_frames=3,
+                                                            frame_sampling="segments")
 
 
 DEFINITION = DatasetDef(
