@@ -5,8 +5,6 @@ classified per video; MLP encoders over the segment features, concat late fusion
       --config.data.manual_dir=RAW --config.data.data_dir=TFDS
 """
 
-import ml_collections
-
 from configs import default
 
 
@@ -15,9 +13,7 @@ def get_config():
   c.num_epochs = 100
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.data = ml_collections.ConfigDict(dict(
-      name="ave", modalities="audio,visual", data_dir="", manual_dir="", dir="",
-      synthetic=False, num_workers=0, data_seed=0, visual_pool="mean"))
+  c.data = default.data_config("ave", "audio,visual", visual_pool="mean")
   c.model.encoder_default = dict(type="mlp", hidden=(256,), features=128)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.decay_epochs = (70,)

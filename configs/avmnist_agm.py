@@ -18,9 +18,7 @@ def get_config():
   c.num_epochs = 100
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.data = ml_collections.ConfigDict(dict(
-      name="avmnist", modalities="audio,image", data_dir="", manual_dir="", dir="",
-      synthetic=False, num_workers=0, data_seed=0))
+  c.data = default.data_config("avmnist", "audio,image")
   c.model.fusion = "concat"
   c.model.encoders = dict(audio=dict(type="resnet18", width=16),
                           image=dict(type="resnet18", width=16))

@@ -30,9 +30,7 @@ def get_config():
   c.eval_batch_size = 64
   c.checkpoint_every_steps = 1000
   c.log_every_steps = 20
-  c.data = ml_collections.ConfigDict(dict(
-      name="cremad", modalities="audio,visual", data_dir="", manual_dir="", dir="",
-      synthetic=False, num_workers=1, num_frames=1, data_seed=0))
+  c.data = default.data_config("cremad", "audio,visual", num_workers=1, num_frames=1)
   c.model.fusion = "concat"
   c.model.encoders = dict(audio=dict(type="resnet18", width=64),
                           visual=dict(type="resnet18", width=64))

@@ -17,6 +17,14 @@ import ml_collections
 from data_pipelines import synthetic
 
 
+def data_config(name: str, modalities: str, **options) -> ml_collections.ConfigDict:
+  """A ``data`` section: the fields every dataset reads (``data_dir``, ``manual_dir``, ``dir``,
+  ``synthetic``, ``num_workers``, ``data_seed``) with their defaults, plus ``options``."""
+  return ml_collections.ConfigDict(dict(
+      dict(name=name, modalities=modalities, data_dir="", manual_dir="", dir="",
+           synthetic=False, num_workers=0, data_seed=0), **options))
+
+
 def get_config():
   c = ml_collections.ConfigDict()
   c.method = "agm"
@@ -27,10 +35,8 @@ def get_config():
   c.checkpoint_every_steps = 500
   c.log_every_steps = 50
 
-  c.data = ml_collections.ConfigDict(dict(
-      name="synthetic", data_seed=0, modalities="audio,visual", data_dir="",
-      manual_dir="", dir="", synthetic=False, num_workers=0,
-      synthetic_options=dict(synthetic.DEFAULTS)))
+  c.data = data_config("synthetic", "audio,visual",
+                       synthetic_options=dict(synthetic.DEFAULTS))
 
   c.model = ml_collections.ConfigDict(dict(
       fusion="concat",

@@ -5,16 +5,12 @@ modality plus `label`. An MLP encoder per modality, concat late fusion, any k >=
       --config.data.dir=/path/to/folder --config.data.modalities=a,b,c
 """
 
-import ml_collections
-
 from configs import default
 
 
 def get_config():
   c = default.get_config()
-  c.data = ml_collections.ConfigDict(dict(
-      name="npz", dir="", modalities="", data_dir="", manual_dir="", synthetic=False,
-      num_workers=0, num_classes=0, data_seed=0))
+  c.data = default.data_config("npz", "", num_classes=0)
   c.model.fusion = "concat"
   c.model.encoder_default = dict(type="mlp", hidden=(128,), features=64)
   c.num_epochs = 30

@@ -25,9 +25,7 @@ def get_config():
   c.eval_batch_size = 64
   c.checkpoint_every_steps = 1000
   c.log_every_steps = 20
-  c.data = ml_collections.ConfigDict(dict(
-      name="urfunny", modalities="audio,visual,text", data_dir="", manual_dir="", dir="",
-      synthetic=False, num_workers=1, data_seed=0))
+  c.data = default.data_config("urfunny", "audio,visual,text", num_workers=1)
   c.model.fusion = "concat"
   tf = dict(type="transformer", num_layers=4, num_heads=8, width=768, max_len=64)
   c.model.encoders = dict(audio=dict(tf), visual=dict(tf), text=dict(tf))
