@@ -1,14 +1,15 @@
 """agm-jax: Adaptive Gradient Modulation and balanced multimodal learning in JAX.
 
-The library modules (``shapley``, ``modulation``, ``probe``) import only jax/optax; the trainer
-(``agm_jax.train``), the models and the data pipelines are separate layers. Submodules load
-on first use (``agm_jax.modulation``), so tools such as ``python -m agm_jax.report`` start
-without importing JAX.
+Layers (docs/ARCHITECTURE.md), imports running one way:
+core (``shapley``, ``subsets``, ``transforms``, ``probe``, ``modalities``; ``modulation``
+re-exports AGM) ← ``models`` ← ``methods`` ← ``train`` ← ``tools`` and ``launch.py``.
+Submodules load on first use (``agm_jax.modulation``), so tools such as
+``python -m agm_jax.tools.report`` start without importing JAX.
 """
 
 import importlib
 
-__all__ = ["modulation", "probe", "shapley"]
+__all__ = ["modalities", "modulation", "probe", "shapley", "subsets", "transforms"]
 __version__ = "0.1.0"
 
 

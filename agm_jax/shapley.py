@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ def check_num_modalities(k: int) -> int:
   return int(k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _masks(k: int) -> np.ndarray:
   s = np.arange(2**k)[:, None]
   return ((s >> np.arange(k)[None, :]) & 1).astype(bool)
@@ -57,7 +58,7 @@ def shapley_weight(n: int, k: int) -> float:
   return math.factorial(n) * math.factorial(k - n - 1) / math.factorial(k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _coefficients(k: int) -> np.ndarray:
   masks = _masks(k)
   sizes = masks.sum(1)
@@ -179,6 +180,27 @@ class ShapleyForward(NamedTuple):
   aux: Any               # whatever subsets_fn returned beside V
 
 
+def subset_vjp(subsets_fn: Callable[[Any], Any], params: Any, *, has_aux: bool = False):
+  """The subset passes and their pullback: ``(V, pullback, aux)``.
+
+  ``V`` ``(2**k, B, K)`` is ``subsets_fn(params)`` (``(V, aux)`` with ``has_aux``);
+  ``pullback(cotangent)`` takes a ``(2**k, B, K)`` cotangent on ``V`` (any float dtype; cast
+  to V's) and returns the parameter gradient of ``sum(cotangent * V)`` in one VJP. Every
+  method whose loss is a function of the subset logits (AGM's Shapley cotangent, G-Blending's
+  weighted heads, Greedy's re-balancing loss) differentiates through this one helper.
+  """
+  if has_aux:
+    v, vjp_fn, aux = jax.vjp(subsets_fn, params, has_aux=True)
+  else:
+    (v, vjp_fn), aux = jax.vjp(subsets_fn, params), None
+  check_num_modalities(int(round(math.log2(v.shape[0]))))
+
+  def pullback(cotangent: jax.Array):
+    return vjp_fn(jnp.asarray(cotangent).astype(v.dtype))[0]
+
+  return v, pullback, aux
+
+
 def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array, *,
                 has_aux: bool = False):
   """Forward over all subsets, and a linear ``backward(kappa) -> grads`` of one VJP.
@@ -192,12 +214,8 @@ def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array
     ``sum_m kappa[m] * VJP(phi^m, dL/dphi)`` for ``L`` the mean cross-entropy of
     ``phi = sum_m phi^m``. ``backward(ones)`` is the ordinary joint gradient.
   """
-  if has_aux:
-    v, vjp_fn, aux = jax.vjp(subsets_fn, params, has_aux=True)
-  else:
-    (v, vjp_fn), aux = jax.vjp(subsets_fn, params), None
+  v, pullback, aux = subset_vjp(subsets_fn, params, has_aux=has_aux)
   k = int(round(math.log2(v.shape[0])))
-  check_num_modalities(k)
   phi = responses(v)
   logits = v[-1].astype(jnp.float32)
   loss, dlogits = jax.value_and_grad(lambda z: cross_entropy(z, labels).mean())(logits)
@@ -205,8 +223,7 @@ def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array
 
   def backward(kappa: jax.Array):
     weight = c.T @ jnp.asarray(kappa, jnp.float32)             # (2**k,)
-    cot = (weight[:, None, None] * dlogits[None]).astype(v.dtype)
-    return vjp_fn(cot)[0]
+    return pullback(weight[:, None, None] * dlogits[None])
 
   fwd = ShapleyForward(loss, logits, phi, mono_modal_ce(phi, labels),
                        mono_modal_accuracy(phi, labels), aux)

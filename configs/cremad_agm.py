@@ -14,7 +14,7 @@ Sources of the hyper-parameters:
 * learning rate 1e-3, batch size 64, 100 epochs: OGM-GE's CREMA-D setting, which AGM follows;
 * alpha 1.0 (the released code's default), clip 10 (its CREMA-D main), modulation window
   epochs 0..20 (its default `modulation_ends`);
-* masked passes with running BatchNorm statistics (`subset_bn="eval"`), as the released code.
+* masked passes with running BatchNorm statistics (`subsets.bn="eval"`), as the released code.
 """
 
 import ml_collections
@@ -41,5 +41,5 @@ def get_config():
   c.agm.clip = 10.0
   c.agm.start_epoch = 0
   c.agm.end_epoch = 20
-  c.agm.subset_bn = "eval"
+  c.subsets.bn = "eval"
   return c

@@ -1,4 +1,5 @@
-r"""AGM on CREMA-D with the papers' early fusion (MaxOut over the encoders' features; Table 3, early).
+r"""AGM on CREMA-D with the papers' early fusion (MaxOut over the encoders' features; Table 3,
+early).
 
   python launch.py --config=configs/cremad_early.py --workdir=runs/cremad_early \
       --config.data.manual_dir=RAW --config.data.data_dir=TFDS

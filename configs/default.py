@@ -14,7 +14,7 @@ once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 
 import ml_collections
 
-from data_pipelines import synthetic
+from data_pipelines.sources import synthetic
 
 
 def data_config(name: str, modalities: str, **options) -> ml_collections.ConfigDict:
@@ -49,23 +49,35 @@ def get_config():
       name="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=1e-4,
       schedule="step", decay_epochs=(15,), decay_rate=0.1, grad_clip=0.0))
 
-  c.agm = ml_collections.ConfigDict(dict(
-      alpha=1.0, clip=10.0, start_epoch=0, end_epoch=1_000_000, subset_bn="eval",
-      pad="zeros", reference="running_mean"))
-  c.unimodal = ml_collections.ConfigDict(dict(modality="audio"))
-  c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0,
-                                                 cache_dir=""))
-  c.parallel = ml_collections.ConfigDict(dict(mode="sharding"))
+  # How every method runs the 2**k masked passes: BatchNorm in the masked passes ("eval":
+  # running statistics, the released AGM code; "batch"), what replaces an absent modality
+  # ("zeros"; "normal": N(0,1) noise, the supplement's rand-pad), and the path ("auto": encoders
+  # once and the fusion head per subset when the model has per-modality encoders; "fast";
+  # "generic": the whole model per subset).
+  c.subsets = ml_collections.ConfigDict(dict(bn="eval", pad="zeros", path="auto"))
 
-  # The comparison methods (agm_jax/methods/<name>.py; agm_1 and agm_ge use c.agm). Their
-  # modulation window is agm.start_epoch … agm.end_epoch. Defaults: the papers' released code.
+  # One section per method (agm_jax/methods/<name>.py), each read only by its method.
+  # start_epoch … end_epoch: the method's modulation window (epochs from 0, inclusive);
+  # outside it the coefficients are 1 and the running statistics still update.
+  always = dict(start_epoch=0, end_epoch=1_000_000)
+  c.joint = ml_collections.ConfigDict()
+  # AGM (ICCV 2023): alpha 1.0 (released default), clip 10 (its CREMA-D main); reference
+  # "running_mean" (Algorithm 1) or "one" (the AGM(1) ablation, Table 8).
+  c.agm = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
+                                         **always))
+  c.agm_1 = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, **always))
+  c.agm_ge = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
+                                            **always))
+  # The mono-modal concept (competition probe) trains method=unimodal on one modality.
+  c.unimodal = ml_collections.ConfigDict(dict(modality="audio"))
   # OGM-GE and OGM-GE-RA (CVPR 2022 README: alpha 0.1); noise=False gives plain OGM.
-  c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True))
+  c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, **always))
+  c.ogm_ge_ra = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, **always))
   # OGM (T-PAMI 2024, train_ogm.sh: alpha 0.8), with GE noise.
-  c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, noise=True))
+  c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, noise=True, **always))
   # OPM (T-PAMI 2024, train_opm.sh): drop probability q_base*(1+lam*tanh(rho-1)); a batch
   # drops with probability p_exe.
-  c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7))
+  c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, **always))
   # MSLR: one initial coefficient per modality in modality order (released AGM code: audio
   # 0.9, visual 1.1; empty = all 1), ratio from a window of validation mono-modal accuracies.
   c.mslr = ml_collections.ConfigDict(dict(init=(0.9, 1.1), window=5))
@@ -78,5 +90,9 @@ def get_config():
   # Greedy: re-balance the least-utilised modality for `window` steps when the moving
   # average (ema) of the utilisation rates spreads by more than `threshold` (released code:
   # window 5).
-  c.greedy = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9))
+  c.greedy = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9, **always))
+
+  c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0,
+                                                 cache_dir=""))
+  c.parallel = ml_collections.ConfigDict(dict(mode="sharding"))
   return c

@@ -2,32 +2,60 @@
 
 Each step: all 2**k masked subsets forward, the mono-modal cross-entropies ``ce^m`` of the
 Shapley responses, ``kappa = agm_coefficients(ce, running mean)`` inside the ``agm`` optax
-transform, and ONE backward pass with cotangent ``(C.T @ kappa)[s] * dL/dphi`` on subset s —
-``g = sum_m kappa^m VJP(phi^m, dL/dphi)`` (eq. 6). Gradients flow through every masked pass
-(unlike BalanceBenchmark's reading, which stops them: then ``g^m`` would not be modality m's
-share of the gradient). Config: ``agm.alpha``, ``agm.clip``, ``agm.start_epoch``,
-``agm.end_epoch`` (outside the window kappa = 1), ``agm.subset_bn``, ``agm.pad``,
-``agm.reference``.
+transform (``transforms/agm.py``), and ONE backward pass with cotangent
+``(C.T @ kappa)[s] * dL/dphi`` on subset s — ``g = sum_m kappa^m VJP(phi^m, dL/dphi)``
+(eq. 6). Gradients flow through every masked pass (unlike BalanceBenchmark's reading, which
+stops them: then ``g^m`` would not be modality m's share of the gradient).
+
+Config section ``agm``: ``alpha``, ``clip``, ``reference`` ("running_mean", or "one": the
+AGM(1) ablation), ``start_epoch``/``end_epoch`` (the modulation window; outside it kappa = 1
+while the running mean still updates). The masked passes follow the ``subsets`` section.
 """
+
+from __future__ import annotations
+
+import dataclasses
 
 import optax
 
-from agm_jax import modulation
-from agm_jax.methods.base import Method, StepOutput, mono_metrics, shapley_step
-from agm_jax.train import parallel
+from agm_jax.methods.base import (
+  Method,
+  StepOutput,
+  Window,
+  from_section,
+  shapley_step,
+  train_metrics,
+)
+from agm_jax.transforms.agm import agm as agm_transform
 
 
-def make_tx(config, base, k, *, reference=None):
-  return optax.chain(
-      modulation.agm(config.agm.alpha, config.agm.clip, num_modalities=k,
-                     reference=reference or config.agm.reference,
-                     axis_name=parallel.axis_name(config)), base)
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  alpha: float
+  clip: float
+  reference: str
+  window: Window
 
 
-def gradients(ctx, params, batch_stats, batch, rng, active):
+def hparams(section) -> HParams:
+  return from_section(HParams, section)
+
+
+def make_tx(ctx, base):
+  hp = ctx.hp
+  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
+                                   reference=hp.reference,
+                                   axis_name=ctx.axis_name), base)
+
+
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
+  del opt_state
   fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=True)
-  return StepOutput(backward, {"mono_ce": fwd.mono_ce, "active": active},
-                    fwd.aux.batch_stats, mono_metrics(fwd, batch["label"], ctx.modalities))
+  metrics = train_metrics(fwd.loss, fwd.logits, fwd.mono_ce, fwd.mono_acc, batch["label"],
+                          ctx.modalities)
+  return StepOutput(backward, {"mono_ce": fwd.mono_ce, "active": active}, fwd.aux.batch_stats,
+                    metrics)
 
 
-METHOD = Method(name="agm", gradients=gradients, make_tx=make_tx, logged_state=("kappa",))
+METHOD = Method(name="agm", hparams=hparams, gradients=gradients, make_tx=make_tx,
+                logged_state=("kappa",))

@@ -5,16 +5,37 @@ Identical to ``agm`` except ``tau^m = 1`` instead of the running-mean reference:
     kappa^m = exp( alpha * min(1 - r^m, clip) ),   r^m = exp((mean_j ce^j - ce^m) * k/(k-1))
 
 so the coefficients push the modalities toward equal mono-modal cross-entropy rather than
-resisting *changes* in their balance (``modulation.agm(..., reference="one")``). Config: the
-``agm`` section (``agm.reference`` is ignored).
+resisting *changes* in their balance (``transforms.agm.agm(..., reference="one")``).
+Config section ``agm_1``: ``alpha``, ``clip``, ``start_epoch``, ``end_epoch``.
 """
 
+from __future__ import annotations
+
+import dataclasses
+
+import optax
+
 from agm_jax.methods import agm
-from agm_jax.methods.base import Method
+from agm_jax.methods.base import Method, Window, from_section
+from agm_jax.transforms.agm import agm as agm_transform
 
 
-def make_tx(config, base, k):
-  return agm.make_tx(config, base, k, reference="one")
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  alpha: float
+  clip: float
+  window: Window
 
 
-METHOD = Method(name="agm_1", gradients=agm.gradients, make_tx=make_tx, logged_state=("kappa",))
+def hparams(section) -> HParams:
+  return from_section(HParams, section)
+
+
+def make_tx(ctx, base):
+  hp = ctx.hp
+  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k, reference="one",
+                                   axis_name=ctx.axis_name), base)
+
+
+METHOD = Method(name="agm_1", hparams=hparams, gradients=agm.gradients, make_tx=make_tx,
+                logged_state=("kappa",))

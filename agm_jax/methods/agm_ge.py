@@ -2,27 +2,31 @@
 
 The AGM update ``g = sum_m kappa^m g^m`` (``agm``), then GE noise on the modulated gradient:
 every encoder kernel ``g`` (``encoders_<i>``, ndim >= 2) becomes ``g + N(0, std(g) + 1e-8)``
-(Peng et al., CVPR 2022; ``modulation.ge_noise``), inside the modulation window only::
+(Peng et al., CVPR 2022; ``transforms.ge``), inside the modulation window only::
 
     optax.chain(agm(alpha, clip, num_modalities=k), ge_noise(seed), base)
 
-Config: the ``agm`` section.
+Config section ``agm_ge``: ``alpha``, ``clip``, ``reference``, ``start_epoch``, ``end_epoch``;
+the noise key is seeded by the run's ``seed``.
 """
+
+from __future__ import annotations
 
 import optax
 
-from agm_jax import modulation
 from agm_jax.methods import agm
 from agm_jax.methods.base import Method
-from agm_jax.train import parallel
+from agm_jax.transforms import ge
+from agm_jax.transforms.agm import agm as agm_transform
 
 
-def make_tx(config, base, k):
-  return optax.chain(
-      modulation.agm(config.agm.alpha, config.agm.clip, num_modalities=k,
-                     reference=config.agm.reference, axis_name=parallel.axis_name(config)),
-      modulation.ge_noise(seed=int(config.seed)), base)
+def make_tx(ctx, base):
+  hp = ctx.hp
+  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
+                                   reference=hp.reference,
+                                   axis_name=ctx.axis_name),
+                     ge.ge_noise(seed=ctx.seed), base)
 
 
-METHOD = Method(name="agm_ge", gradients=agm.gradients, make_tx=make_tx,
+METHOD = Method(name="agm_ge", hparams=agm.hparams, gradients=agm.gradients, make_tx=make_tx,
                 logged_state=("kappa",))

@@ -1,50 +1,118 @@
-"""What every training method plugs into the shared train step.
+"""What every training method plugs into the shared train step (docs/ARCHITECTURE.md).
 
-A method is one file that builds a :class:`Method`: how it turns a batch into gradient
-updates (``gradients``), how it wraps the base optimiser (``make_tx``), and optionally how it
-evaluates. The train step is the same for every method::
+A method is one file that builds a :class:`Method`. The trainer turns the method's config
+section into typed hyper-parameters once (``method.hparams(config[method.name])``, outside
+jit), builds a :class:`Context` (model, modalities, hyper-parameters, subset settings, the
+collective axis), and then runs the same step for every method::
 
-    out = method.gradients(ctx, params, batch_stats, batch, rng, active)
+    out = method.gradients(ctx, params, batch_stats, batch, rng, active, opt_state)
     updates, opt_state = tx.update(out.updates, opt_state, params, **out.tx_kwargs)
 
-``out.updates`` is a gradient pytree, or a linear function ``kappa -> gradients`` that a
-modulation transform at the head of ``tx`` calls with its coefficients (one backward pass).
-A method whose forward pass depends on its own optimiser state (OPM's drop probabilities,
-Greedy's re-balancing mode) sets ``reads_opt_state`` and gets ``opt_state=`` (the state
-before this step) as a keyword argument of ``gradients``.
+``opt_state`` is the optimiser state before this step (OPM's drop probabilities and Greedy's
+re-balancing mode live there). ``active`` says whether this epoch is inside the method's
+modulation window (``hp.window``; always True for a method without one). ``out.updates`` is
+a gradient pytree, or a linear function ``kappa -> gradients`` that a modulation transform at
+the head of ``tx`` calls with its coefficients (one backward pass).
+
+The shared pieces live here once: :func:`subset_step` (the 2**k passes and their pullback for
+any cotangent), :func:`shapley_step` (AGM's Shapley form of it), :func:`train_metrics` (the
+train-line scalars), :func:`shapley_evaluate` and :func:`from_section` (config section ->
+typed hyper-parameters).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from agm_jax import shapley
-from agm_jax.train import forward
+from agm_jax import shapley, subsets
+from agm_jax.models import fusion as fusion_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """The epochs ``start_epoch … end_epoch`` (inclusive, from 0) in which a method modulates;
+  outside them its coefficients are 1 (its running statistics still update)."""
+  start_epoch: int
+  end_epoch: int
+
+  def __post_init__(self):
+    if self.start_epoch < 0:
+      raise ValueError(f"start_epoch must be >= 0, got {self.start_epoch}")
+    if self.start_epoch > self.end_epoch:
+      raise ValueError(f"start_epoch ({self.start_epoch}) must be <= end_epoch "
+                       f"({self.end_epoch})")
+
+  def active(self, epoch: int) -> bool:
+    return self.start_epoch <= epoch <= self.end_epoch
+
+
+_CONVERT = {"float": float, "int": int, "bool": bool, "str": str,
+            "tuple[float, ...]": lambda v: tuple(float(x) for x in (v or ()))}
+
+
+def from_section(cls: type, section: Mapping[str, Any] | None) -> Any:
+  """The frozen dataclass ``cls`` from a config section: each field read once and converted
+  to its annotated type; a ``window: Window`` field reads ``start_epoch``/``end_epoch``.
+  Every key of the section must be a field (a stale or misspelt key is an error) and every
+  field must be in the section (the defaults live in ``configs/default.py`` only)."""
+  section = dict(section or {})
+  kwargs, used = {}, set()
+  for field in dataclasses.fields(cls):
+    if field.type in ("Window", Window):
+      keys = ("start_epoch", "end_epoch")
+      missing = [key for key in keys if key not in section]
+      if missing:
+        raise ValueError(f"{missing[0]} is missing from the config section")
+      kwargs[field.name] = Window(*(int(section[key]) for key in keys))
+      used.update(keys)
+      continue
+    if field.name not in section:
+      raise ValueError(f"{field.name} is missing from the config section")
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    kwargs[field.name] = _CONVERT[kind if kind in _CONVERT else str(field.type)](
+        section[field.name])
+    used.add(field.name)
+  unused = sorted(set(section) - used)
+  if unused:
+    raise ValueError(f"{unused[0]} is not a setting of this method; valid: "
+                     f"{', '.join(sorted(used)) or '(none)'}")
+  return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoHParams:
+  """The hyper-parameters of a method that has none (an empty config section)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """Everything static a step needs: the model and the method's settings."""
+  """Everything static a step needs; no ConfigDict rides into the jitted step."""
   model: Any
-  modalities: tuple[str, ...]
-  config: Any                      # the run's ConfigDict (read-only inside the step)
-  subset_bn: str = "eval"
-  pad: str = "zeros"
-  fast: bool | None = None
+  modalities: tuple[str, ...]           # the model's modalities, in subset-bit order
+  hp: Any                               # the method's typed hyper-parameters
+  subsets: subsets.Settings = subsets.Settings()
+  axis_name: str | None = None          # the collective axis under pmap (None: sharding)
+  seed: int = 0                         # the run's seed (noise keys in the optimiser state)
+  mono_modalities: tuple[str, ...] | None = None   # eval's per-modality rows (default: all)
 
   @property
   def k(self) -> int:
     return len(self.modalities)
 
+  @property
+  def mono(self) -> tuple[str, ...]:
+    return self.modalities if self.mono_modalities is None else self.mono_modalities
+
 
 class StepOutput(NamedTuple):
   updates: Any                     # gradients, or a linear function kappa -> gradients
-  tx_kwargs: Mapping[str, Any]     # extra arguments for tx.update (e.g. mono_ce, active)
+  tx_kwargs: Mapping[str, Any]     # keyword arguments of tx.update (e.g. mono_ce, active)
   batch_stats: Any                 # BatchNorm statistics after the full-input pass
   metrics: Mapping[str, jax.Array]  # scalars: loss, acc, acc/<m>, mono_ce/<m>, …
 
@@ -59,33 +127,52 @@ class EvalOutput(NamedTuple):
   logits: jax.Array       # (B, K)
 
 
-def mono_metrics(fwd: shapley.ShapleyForward, labels, modalities) -> dict[str, jax.Array]:
-  """The train-line scalars every multimodal method logs."""
-  out = {"loss": fwd.loss, "acc": (jnp.argmax(fwd.logits, -1) == labels).mean()}
+def train_metrics(loss, logits, mono_ce, mono_acc, labels, modalities) -> dict[str, jax.Array]:
+  """The train-line scalars every method logs: the training loss, the accuracy of the training
+  logits, and each modality's mono-modal accuracy and cross-entropy (``(k,)`` arrays)."""
+  out = {"loss": loss, "acc": (jnp.argmax(logits, -1) == labels).mean()}
   for i, m in enumerate(modalities):
-    out[f"acc/{m}"] = fwd.mono_acc[i]
-    out[f"mono_ce/{m}"] = fwd.mono_ce[i]
+    out[f"acc/{m}"] = mono_acc[i]
+    out[f"mono_ce/{m}"] = mono_ce[i]
   return out
+
+
+def shapley_metrics(v, loss, logits, labels, modalities) -> dict[str, jax.Array]:
+  """:func:`train_metrics` with the mono-modal scalars of the Shapley responses of ``V``."""
+  phi = shapley.responses(v)
+  return train_metrics(loss, logits, shapley.mono_modal_ce(phi, labels),
+                       shapley.mono_modal_accuracy(phi, labels), labels, modalities)
 
 
 def inputs_of(batch: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in batch.items() if k != "label"}
 
 
-def shapley_step(ctx: Context, params, batch_stats, batch, rng, *, grad_masked: bool,
-                 subset_bn: str | None = None, model_fn: Callable | None = None):
+def subsets_fn(ctx: Context, batch_stats, batch, rng, *, grad_masked: bool = True
+               ) -> Callable[[Any], Any]:
+  """``params -> (V, subsets.Forward)``: the 2**k passes under the run's subset settings."""
+  return lambda p: subsets.subset_forward(
+      ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities, subset_bn=ctx.subsets.bn,
+      pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast)
+
+
+def subset_step(ctx: Context, params, batch_stats, batch, rng):
+  """``(V, pullback(cotangent) -> grads, subsets.Forward)``: the subset passes of a batch and
+  their pullback for any ``(2**k, B, K)`` cotangent (G-Blending, Greedy)."""
+  return shapley.subset_vjp(subsets_fn(ctx, batch_stats, batch, rng), params, has_aux=True)
+
+
+def shapley_step(ctx: Context, params, batch_stats, batch, rng, *, grad_masked: bool):
   """Forward over all subsets and the linear ``backward(kappa)`` (``shapley.shapley_vjp``)."""
-  subsets = model_fn or (lambda p: forward.subset_forward(
-      ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities,
-      subset_bn=subset_bn or ctx.subset_bn, pad=ctx.pad, key=rng, grad_masked=grad_masked,
-      fast=ctx.fast))
-  return shapley.shapley_vjp(subsets, params, batch["label"], has_aux=True)
+  return shapley.shapley_vjp(subsets_fn(ctx, batch_stats, batch, rng, grad_masked=grad_masked),
+                             params, batch["label"], has_aux=True)
 
 
 def shapley_evaluate(ctx: Context, params, batch_stats, batch) -> EvalOutput:
   """Eval-mode logits, phi and z of a batch (all passes use the running statistics)."""
-  v, fwd = forward.subset_forward(ctx.model, params, batch_stats, inputs_of(batch),
-                                  ctx.modalities, pad="zeros", fast=ctx.fast, train=False)
+  v, fwd = subsets.subset_forward(ctx.model, params, batch_stats, inputs_of(batch),
+                                  ctx.modalities, pad="zeros", fast=ctx.subsets.fast,
+                                  train=False)
   labels = batch["label"]
   phi = shapley.responses(v)
   logits = v[-1].astype(jnp.float32)
@@ -94,24 +181,61 @@ def shapley_evaluate(ctx: Context, params, batch_stats, batch) -> EvalOutput:
                     fwd.z, logits)
 
 
-def default_tx(config, base: optax.GradientTransformation, k: int):
-  del config, k
+def check_late_fusion(model, method: str) -> None:
+  """The clear error for a method that needs the late-fusion heads' uni-modal logits."""
+  fusion = getattr(model, "fusion", None)
+  if not getattr(fusion, "late", False):
+    name = type(fusion).__name__ if fusion is not None else type(model).__name__
+    raise ValueError(f"method {method!r} needs per-modality logits W_m z_m + b/k from a "
+                     f"late-fusion head; {name} has none (supported fusions: "
+                     f"{', '.join(fusion_lib.late_fusions())})")
+
+
+def update_state(opt_state: Any, cls: type, fn: Callable[[Any], Any]) -> Any:
+  """``opt_state`` with every ``cls`` instance ``s`` replaced by ``fn(s)``."""
+  return jax.tree.map(lambda s: fn(s) if isinstance(s, cls) else s, opt_state,
+                      is_leaf=lambda s: isinstance(s, cls))
+
+
+def find_state(opt_state: Any, cls: type) -> Any:
+  """The one ``cls`` instance inside a (chained) optimiser state."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, cls))
+           if isinstance(s, cls)]
+  if len(found) != 1:
+    raise ValueError(f"expected one {cls.__name__} in the optimiser state, found {len(found)}")
+  return found[0]
+
+
+def default_tx(ctx: Context, base: optax.GradientTransformation):
+  del ctx
   return base
+
+
+def all_modalities(hp, fusion: str, modalities: tuple[str, ...]):
+  """``(model modalities, evaluated mono-modal rows)``: every modality of the data."""
+  del hp, fusion
+  return modalities, None
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A training method: see the module docstring."""
+  """A training method: see the module docstring.
+
+  ``hparams(section) -> hp`` (typed, validated); ``gradients(ctx, params, batch_stats, batch,
+  rng, active, opt_state) -> StepOutput``; ``make_tx(ctx, base) -> tx``;
+  ``evaluate(ctx, params, batch_stats, batch) -> EvalOutput``;
+  ``modalities(hp, fusion, data_modalities) -> (model_modalities, mono_modalities or None)``;
+  ``epoch_end(ctx, state, epoch, evaluate) -> state`` after each epoch's evaluation, with
+  ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
+  lives in the optimiser state, which is checkpointed); ``logged_state``: per-modality fields
+  of the optimiser state logged as ``<field>/<m>``.
+  """
   name: str
   gradients: Callable[..., StepOutput]
+  hparams: Callable[[Any], Any] = lambda section: from_section(NoHParams, section)
   make_tx: Callable[..., optax.GradientTransformation] = default_tx
   evaluate: Callable[..., EvalOutput] = shapley_evaluate
-  model_modalities: Callable[[Any, tuple[str, ...]], tuple[str, ...]] = lambda c, m: m
+  modalities: Callable[..., tuple] = all_modalities
   requires_separable: bool = False
-  mono_modalities: Callable[[Context], tuple[str, ...]] = lambda ctx: ctx.modalities
-  logged_state: tuple[str, ...] = ()   # per-modality fields of the optimiser state to log
-  # Called after each epoch's evaluation: ``epoch_end(run, state, epoch, evals) -> state``
-  # (``evals[split] = (metrics, z, logits)`` for val and test). Method state that must
-  # survive a restart lives in the optimiser state (it is checkpointed with it).
+  logged_state: tuple[str, ...] = ()
   epoch_end: Callable[..., Any] | None = None
-  reads_opt_state: bool = False        # gradients(..., opt_state=...) (see the module docstring)

@@ -8,38 +8,54 @@ per-modality branches. Every ``gblending.super_epoch`` epochs the train and dep
 (held-out) losses of each head and of the fused output are measured (eval mode); from two
 measurements ``n`` epochs apart, ``O = L_dep - L_train``, ``dG = L_dep(N) - L_dep(N+n)``,
 ``dO = O(N+n) - O(N)`` and ``w ∝ max(dG, 0) / dO^2``, normalised to sum 1
-(``modulation_epoch.gblend_weights``); uniform ``1/(k+1)`` before the first estimate.
+(``transforms.epoch.gblend_weights``); uniform ``1/(k+1)`` before the first estimate.
 The weights live in the ``blend`` transform's state; the gradient is ONE backward pass of the
-subset passes with the cotangent of the weighted loss. Config: ``gblending.super_epoch``.
+subset passes with the cotangent of the weighted loss (``base.subset_step``).
+Config section ``gblending``: ``super_epoch``.
 """
+
+from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agm_jax import modulation_epoch, shapley
-from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput, inputs_of
-from agm_jax.train import forward
+from agm_jax import shapley
+from agm_jax.methods.base import (
+  Method,
+  StepOutput,
+  from_section,
+  shapley_metrics,
+  subset_step,
+  update_state,
+)
+from agm_jax.transforms import epoch as epoch_tx
 
 
-def make_tx(config, base, k):
-  if int(config.gblending.super_epoch) < 1:
-    raise ValueError(f"gblending.super_epoch must be >= 1, got {config.gblending.super_epoch}")
-  return optax.chain(modulation_epoch.blend(k), base)
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  super_epoch: int
+
+  def __post_init__(self):
+    if self.super_epoch < 1:
+      raise ValueError(f"super_epoch must be >= 1, got {self.super_epoch}")
 
 
-def gradients(ctx, params, batch_stats, batch, rng, active):
-  del active
+def hparams(section) -> HParams:
+  return from_section(HParams, section)
+
+
+def make_tx(ctx, base):
+  return optax.chain(epoch_tx.blend(ctx.k), base)
+
+
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
+  del active, opt_state
   labels = batch["label"]
-
-  def subsets(p):
-    return forward.subset_forward(ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities,
-                                  subset_bn=ctx.subset_bn, pad=ctx.pad, key=rng,
-                                  grad_masked=True, fast=ctx.fast)
-
-  v, vjp_fn, aux = jax.vjp(subsets, params, has_aux=True)
+  v, pullback, aux = subset_step(ctx, params, batch_stats, batch, rng)
   k = ctx.k
   phi = shapley.responses(v)
   logits = v[-1].astype(jnp.float32)
@@ -50,29 +66,27 @@ def gradients(ctx, params, batch_stats, batch, rng, active):
 
   def backward(w):
     w = jnp.asarray(w, jnp.float32)
-    cot = jnp.einsum("m,ms,mbc->sbc", w[:k], c, dphi) + w[k] * full[:, None, None] * dlogits
-    return vjp_fn(cot.astype(v.dtype))[0]
+    return pullback(jnp.einsum("m,ms,mbc->sbc", w[:k], c, dphi)
+                    + w[k] * full[:, None, None] * dlogits)
 
-  metrics = branches.metrics_of(jax.lax.stop_gradient(v), loss, logits, labels, ctx.modalities)
+  metrics = shapley_metrics(jax.lax.stop_gradient(v), loss, logits, labels, ctx.modalities)
   return StepOutput(backward, {}, aux.batch_stats, metrics)
 
 
-def _losses(run, state, split):
-  metrics = run.evaluate(state, split)[0]
-  return np.asarray([metrics[f"mono_ce/{m}"] for m in run.modalities] + [metrics["loss"]],
+def _losses(ctx, evaluate, split):
+  metrics = evaluate(split)[0]
+  return np.asarray([metrics[f"mono_ce/{m}"] for m in ctx.modalities] + [metrics["loss"]],
                     np.float32)
 
 
-def epoch_end(run, state, epoch, evals):
-  del evals
-  if epoch % int(run.config.gblending.super_epoch):
+def epoch_end(ctx, state, epoch, evaluate):
+  if epoch % ctx.hp.super_epoch:
     return state
-  train, dep = _losses(run, state, "train"), _losses(run, state, "dep")
-  opt_state = branches.update_state(
-      state.opt_state, modulation_epoch.BlendState,
-      lambda s: modulation_epoch.blend_epoch_update(s, train, dep))
+  train, dep = _losses(ctx, evaluate, "train"), _losses(ctx, evaluate, "dep")
+  opt_state = update_state(state.opt_state, epoch_tx.BlendState,
+                           lambda s: epoch_tx.blend_epoch_update(s, train, dep))
   return state.replace(opt_state=opt_state)
 
 
-METHOD = Method(name="gblending", gradients=gradients, make_tx=make_tx,
+METHOD = Method(name="gblending", hparams=hparams, gradients=gradients, make_tx=make_tx,
                 requires_separable=True, logged_state=("coeff",), epoch_end=epoch_end)

@@ -1,22 +1,26 @@
 """Joint training: plain cross-entropy of the fused logits (the papers' "Joint" baseline).
 
-The masked subsets are still evaluated (with batch statistics, under ``stop_gradient``) so
-the train lines carry each modality's mono-modal accuracy and cross-entropy; on the fast path
-that costs only the fusion head on each subset.
+The masked subsets are still evaluated (as the ``subsets`` section says, under
+``stop_gradient``) so the train lines carry each modality's mono-modal accuracy and
+cross-entropy; on the fast path that costs only the fusion head on each subset (plus one
+eval-mode encoder pass under ``subsets.bn="eval"`` for a model with BatchNorm).
+Config section ``joint``: empty.
 """
+
+from __future__ import annotations
 
 import jax.numpy as jnp
 
-from agm_jax.methods.base import Method, StepOutput, mono_metrics, shapley_step
+from agm_jax.methods.base import Method, StepOutput, shapley_step, train_metrics
 
 
-def gradients(ctx, params, batch_stats, batch, rng, active):
-  del active
-  fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=False,
-                               subset_bn="batch")
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
+  del active, opt_state
+  fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=False)
   grads = backward(jnp.ones((ctx.k,), jnp.float32))
-  return StepOutput(grads, {}, fwd.aux.batch_stats,
-                    mono_metrics(fwd, batch["label"], ctx.modalities))
+  metrics = train_metrics(fwd.loss, fwd.logits, fwd.mono_ce, fwd.mono_acc, batch["label"],
+                          ctx.modalities)
+  return StepOutput(grads, {}, fwd.aux.batch_stats, metrics)
 
 
 METHOD = Method(name="joint", gradients=gradients)

@@ -5,35 +5,49 @@ GeWu-Lab/OGM-GE_CVPR2022 ``main.py``).
 Per step, with uni-modal logits ``W_m z_m + b/k`` (the late-fusion layer's block for m) and
 ``score_m = sum_i softmax(.)[i, y_i]``: ``rho_v = score_v / score_a``; the dominant modality
 gets ``coeff = 1 - tanh(alpha * relu(rho))``, the other 1 (k > 2: ratio to the runner-up,
-see ``modulation_ogm``). The plain cross-entropy gradient of the dominant modality's encoder
-is scaled by ``coeff``, then every encoder kernel gets ``N(0, std(g) + 1e-8)`` (GE), inside
-the modulation window ``agm.start_epoch … agm.end_epoch`` only. Needs a late-fusion head
-(sum, concat). Config: ``ogm_ge.alpha`` (0.1, the released default), ``ogm_ge.noise``.
+see ``transforms.score_ratio``). The plain cross-entropy gradient of the dominant modality's
+encoder is scaled by ``coeff``, then every encoder kernel gets ``N(0, std(g) + 1e-8)`` (GE),
+inside the modulation window only. Needs a late-fusion head.
+Config section ``ogm_ge``: ``alpha`` (0.1, the released default), ``noise``, ``start_epoch``,
+``end_epoch``.
 """
+
+from __future__ import annotations
+
+import dataclasses
 
 import optax
 
-from agm_jax import modulation_ogm
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput
-from agm_jax.train import parallel
+from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
+from agm_jax.transforms import score_ratio
 
 
-def make_tx(config, base, k, *, reference="one", name="ogm_ge"):
-  branches.check_late_fusion(config, name)
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  alpha: float
+  noise: bool
+  window: Window
+
+
+def hparams(section) -> HParams:
+  return from_section(HParams, section)
+
+
+def make_tx(ctx, base, *, reference="one", name="ogm_ge"):
+  check_late_fusion(ctx.model, name)
   return optax.chain(
-      modulation_ogm.ogm_ge(float(config.ogm_ge.alpha), num_modalities=k,
-                            noise=bool(config.ogm_ge.noise), reference=reference,
-                            seed=int(config.seed), axis_name=parallel.axis_name(config)),
-      base)
+      score_ratio.ogm_ge(ctx.hp.alpha, num_modalities=ctx.k, noise=ctx.hp.noise,
+                         reference=reference, seed=ctx.seed, axis_name=ctx.axis_name), base)
 
 
-def gradients(ctx, params, batch_stats, batch, rng, active):
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
+  del opt_state
   out = branches.late_step(ctx, params, batch_stats, batch, rng)
-  scores = modulation_ogm.ogm_scores(out.unimodal, batch["label"])
+  scores = score_ratio.ogm_scores(out.unimodal, batch["label"])
   return StepOutput(out.grads, {"scores": scores, "active": active}, out.batch_stats,
                     out.metrics)
 
 
-METHOD = Method(name="ogm_ge", gradients=gradients, make_tx=make_tx, requires_separable=True,
-                logged_state=("coeff",))
+METHOD = Method(name="ogm_ge", hparams=hparams, gradients=gradients, make_tx=make_tx,
+                requires_separable=True, logged_state=("coeff",))

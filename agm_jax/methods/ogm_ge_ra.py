@@ -4,16 +4,18 @@ al., ICCV 2023, Table 8: the AGM paper's test of its running-average reference o
 As ``ogm_ge``, with ``rho`` replaced by ``rho / mean_{t'<t} rho_{t'}`` (cumulative mean of each
 modality's ratio to the runner-up, 1 before the first step): the modality whose ratio has
 risen most above its own history is modulated, ``1 - tanh(alpha * relu(rho / mean rho))``, if
-that normalised ratio is >= 1. Config: the ``ogm_ge`` section.
+that normalised ratio is >= 1. Config section ``ogm_ge_ra``: as ``ogm_ge``'s.
 """
+
+from __future__ import annotations
 
 from agm_jax.methods import ogm_ge
 from agm_jax.methods.base import Method
 
 
-def make_tx(config, base, k):
-  return ogm_ge.make_tx(config, base, k, reference="running_mean", name="ogm_ge_ra")
+def make_tx(ctx, base):
+  return ogm_ge.make_tx(ctx, base, reference="running_mean", name="ogm_ge_ra")
 
 
-METHOD = Method(name="ogm_ge_ra", gradients=ogm_ge.gradients, make_tx=make_tx,
-                requires_separable=True, logged_state=("coeff",))
+METHOD = Method(name="ogm_ge_ra", hparams=ogm_ge.hparams, gradients=ogm_ge.gradients,
+                make_tx=make_tx, requires_separable=True, logged_state=("coeff",))

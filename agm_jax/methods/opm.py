@@ -12,19 +12,39 @@ modality-m encoder features are replaced by zeros with probability ``q^m``, the 
 are rescaled by ``1 / (1 - theta)``, ``theta = sum_m D_m q^m / sum_m D_m`` (inverted dropout
 over the feature dimensions ``D_m``), and an example with every modality dropped leaves the
 loss. Evaluation never drops. The gradient itself is the plain cross-entropy gradient. The
-released code uses the current step's rho (computed before the fusion layer); DESIGN.md's
-reading, followed here, uses the previous step's. Needs a late-fusion head (sum, concat).
-Config: ``opm.q_base`` (0.5), ``opm.lam`` (0.5), ``opm.p_exe`` (0.7) — ``train_opm.sh``.
+released code uses the current step's rho (computed before the fusion layer); the reading
+followed here uses the previous step's (docs/ARCHITECTURE.md). Needs a late-fusion head.
+Config section ``opm``: ``q_base`` (0.5), ``lam`` (0.5), ``p_exe`` (0.7) — ``train_opm.sh`` —
+and ``start_epoch``, ``end_epoch``.
 """
+
+from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from agm_jax import modulation_ogm
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput
-from agm_jax.train import parallel
+from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
+from agm_jax.transforms import score_ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+  q_base: float
+  lam: float
+  p_exe: float
+  window: Window
+
+  def __post_init__(self):
+    if not 0.0 <= self.p_exe <= 1.0:
+      raise ValueError(f"p_exe must be in [0, 1], got {self.p_exe}")
+
+
+def hparams(section) -> HParams:
+  return from_section(HParams, section)
 
 
 def drop_features(feats, q, key, *, p_exe: float):
@@ -43,25 +63,22 @@ def drop_features(feats, q, key, *, p_exe: float):
   return out, keep.any(0).astype(jnp.float32)
 
 
-def make_tx(config, base, k):
-  branches.check_late_fusion(config, "opm")
-  if not 0.0 <= float(config.opm.p_exe) <= 1.0:
-    raise ValueError(f"opm.p_exe must be in [0, 1], got {config.opm.p_exe}")
-  return optax.chain(modulation_ogm.opm(float(config.opm.q_base), float(config.opm.lam),
-                                        num_modalities=k,
-                                        axis_name=parallel.axis_name(config)), base)
+def make_tx(ctx, base):
+  check_late_fusion(ctx.model, "opm")
+  return optax.chain(score_ratio.opm(ctx.hp.q_base, ctx.hp.lam, num_modalities=ctx.k,
+                                     axis_name=ctx.axis_name), base)
 
 
-def gradients(ctx, params, batch_stats, batch, rng, active, *, opt_state):
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   q = jax.lax.stop_gradient(optax.tree_utils.tree_get(opt_state, "drop_prob"))
   drop_key, pad_key = jax.random.split(rng)
-  p_exe = float(ctx.config.opm.p_exe)
+  p_exe = ctx.hp.p_exe
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key,
                            feature_fn=lambda f: drop_features(f, q, drop_key, p_exe=p_exe))
-  scores = modulation_ogm.ogm_scores(out.unimodal, batch["label"])
+  scores = score_ratio.ogm_scores(out.unimodal, batch["label"])
   return StepOutput(out.grads, {"scores": scores, "active": active}, out.batch_stats,
                     out.metrics)
 
 
-METHOD = Method(name="opm", gradients=gradients, make_tx=make_tx, requires_separable=True,
-                reads_opt_state=True, logged_state=("drop_prob", "rho"))
+METHOD = Method(name="opm", hparams=hparams, gradients=gradients, make_tx=make_tx,
+                requires_separable=True, logged_state=("drop_prob", "rho"))

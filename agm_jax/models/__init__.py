@@ -4,13 +4,27 @@ Plain Flax modules: they know nothing about training methods. ``build_model`` ma
 ``c.model`` config (``configs/default.py``) to a module.
 """
 
-from agm_jax.models.classifier import (DTYPES, ENCODERS, FUSIONS, InputEarlyClassifier,
-                                       MultimodalClassifier, build_model, make_encoder)
+from agm_jax.models.classifier import (
+                                       DTYPES,
+                                       ENCODERS,
+                                       FUSIONS,
+                                       InputEarlyClassifier,
+                                       MultimodalClassifier,
+                                       build_model,
+                                       make_encoder,
+)
 from agm_jax.models.encoders import MLP, ResNet18, TransformerEncoder
-from agm_jax.models.fusion import ConcatFusion, FiLMFusion, MaxOutFusion, SumFusion
+from agm_jax.models.fusion import (
+                                       ConcatFusion,
+                                       FiLMFusion,
+                                       MaxOutFusion,
+                                       SumFusion,
+                                       is_late,
+                                       late_fusions,
+)
 
 __all__ = [
     "DTYPES", "ENCODERS", "FUSIONS", "InputEarlyClassifier", "MultimodalClassifier",
     "build_model", "make_encoder", "MLP", "ResNet18", "TransformerEncoder", "ConcatFusion",
-    "FiLMFusion", "MaxOutFusion", "SumFusion",
+    "FiLMFusion", "MaxOutFusion", "SumFusion", "is_late", "late_fusions",
 ]

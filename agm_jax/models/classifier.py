@@ -11,7 +11,8 @@ Both return ``(logits (B,K), z)``, ``z`` the feature before the last classifier 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 from agm_jax.models import encoders as enc
 from agm_jax.models import fusion as fus
 
-FUSIONS = ("sum", "concat", "maxout", "film", "input_early")
+FUSIONS = (*fus.HEADS, "input_early")
 ENCODERS = ("resnet18", "transformer", "mlp")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -70,9 +71,9 @@ class MultimodalClassifier(nn.Module):
 
   def unimodal_logits(self, features: Sequence[jnp.ndarray]) -> jnp.ndarray:
     """``(k, B, K)`` per-modality logits of a late-fusion head (sum / concat only)."""
-    if not hasattr(self.fusion, "unimodal_logits"):
+    if not self.fusion.late:
       raise ValueError(f"{type(self.fusion).__name__} has no per-modality logits; only late "
-                       "fusion (sum, concat) has")
+                       f"fusion ({', '.join(fus.late_fusions())}) has")
     return self.fusion.unimodal_logits(tuple(features))
 
   def __call__(self, inputs: Mapping[str, Any], train: bool):
@@ -199,10 +200,8 @@ def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.
   if unknown:
     raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
                      f"{', '.join(FUSION_OPTIONS)}")
-  if fusion == "sum":
-    return fus.SumFusion(num_classes)
-  if fusion == "concat":
-    return fus.ConcatFusion(num_classes)
+  if fusion in ("sum", "concat"):
+    return fus.HEADS[fusion](num_classes)
   if fusion == "maxout":
     return fus.MaxOutFusion(num_classes, hidden=int(opts.get("maxout_hidden", 64)),
                             pieces=int(opts.get("maxout_pieces", 4)))

@@ -8,14 +8,16 @@ before the LAST classifier layer (the competition-strength probe regresses on it
 * ``MaxOutFusion`` (early): MaxOut MLP over concat(f), then Dense;  z = last hidden
 * ``FiLMFusion`` (hybrid): ``h = gamma(f_c) * P(f_rest) + beta(f_c)``; z = relu(h)
 
-The late heads also define ``unimodal_logits(features) -> (k,B,K)``: modality m's block of the
-last linear layer on its own features plus its share of the bias (OGM-GE's uni-modal logits),
-from the same parameters; they sum over m to the fused logits.
+Each head says whether it is *late* (class attribute ``late``, the one definition of "late
+fusion" in agm-jax): a late head also defines ``unimodal_logits(features) -> (k,B,K)``:
+modality m's block of the last linear layer on its own features plus its share of the bias
+(OGM-GE's uni-modal logits), from the same parameters; they sum over m to the fused logits.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -35,6 +37,7 @@ def _check(features) -> tuple:
 
 class SumFusion(nn.Module):
   """One ``Dense(K)`` per modality, logits added (OGM-GE's ``SumFusion``)."""
+  late: ClassVar[bool] = True
   num_classes: int
 
   @nn.compact
@@ -64,6 +67,7 @@ class LinearParams(nn.Module):
 
 class ConcatFusion(nn.Module):
   """One ``Dense(K)`` on the concatenated features (OGM-GE's ``ConcatFusion``)."""
+  late: ClassVar[bool] = True
   num_classes: int
 
   def setup(self):
@@ -88,6 +92,7 @@ class ConcatFusion(nn.Module):
 class MaxOutFusion(nn.Module):
   """Early fusion: MaxOut MLP over the concatenation (``Dense(hidden*pieces)``, max over the
   pieces, ``layers`` times; no BatchNorm), then ``Dense(K)``. ``z``: ``(B, hidden)``."""
+  late: ClassVar[bool] = False
   num_classes: int
   hidden: int = 64
   pieces: int = 4
@@ -108,6 +113,7 @@ class FiLMFusion(nn.Module):
   Dense each) that modulate the other modalities' concatenated features projected to
   ``width`` (default: the conditioning feature size): ``h = gamma * P(x) + beta``,
   ``z = relu(h)`` ``(B, width)``, ``logits = Dense(K)(z)``."""
+  late: ClassVar[bool] = False
   num_classes: int
   condition_index: int = 0
   width: int | None = None
@@ -131,3 +137,16 @@ class FiLMFusion(nn.Module):
     beta = nn.Dense(width, name="beta")(cond)
     z = nn.relu(gamma * x + beta)
     return nn.Dense(self.num_classes, name="classifier")(z), z
+
+
+HEADS = {"sum": SumFusion, "concat": ConcatFusion, "maxout": MaxOutFusion, "film": FiLMFusion}
+
+
+def is_late(fusion: str) -> bool:
+  """Whether the fusion named ``fusion`` is late (per-modality logits ``W_m z_m + b/k``)."""
+  head = HEADS.get(fusion)
+  return bool(head is not None and head.late)
+
+
+def late_fusions() -> tuple[str, ...]:
+  return tuple(name for name in HEADS if is_late(name))

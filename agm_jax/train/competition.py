@@ -29,7 +29,7 @@ CACHE_VERSION = 1
 
 
 def cache_root(config) -> str:
-  root = config.competition.get("cache_dir", "") or os.environ.get("AGM_JAX_CACHE", "")
+  root = config.competition.cache_dir or os.environ.get("AGM_JAX_CACHE", "")
   return root or os.path.join(os.path.expanduser("~"), ".cache", "agm_jax", "concepts")
 
 
@@ -53,11 +53,10 @@ def concept_key(config, modality: str) -> str:
   return f"{config.data.name}-{config.model.fusion}-{modality}-s{config.seed}-{digest}"
 
 
-def concept_outputs(config, modality: str, dataset) -> dict:
-  """Trains (or loads from the cache) modality m's concept; returns its dep/test logits and
-  test accuracy."""
-  from agm_jax.train import loop  # noqa: PLC0415 - loop imports this module's users
-
+def concept_outputs(config, modality: str, dataset, *, fit) -> dict:
+  """Trains (or loads from the cache) modality m's concept with ``fit(config, workdir,
+  dataset=...) -> (run, state, summary)`` (the trainer's ``loop.fit``, passed in so this
+  module does not import the loop); returns its dep/test logits and test accuracy."""
   directory = os.path.join(cache_root(config), concept_key(config, modality))
   outputs = os.path.join(directory, "concept.npz")
   # Process 0's cache decides; training is collective, process 0 writes, then all read.
@@ -65,7 +64,7 @@ def concept_outputs(config, modality: str, dataset) -> dict:
     if parallel.is_primary():
       print(f"Training the mono-modal concept of {modality!r} (cached in {directory})",
             flush=True)
-    run, state, _ = loop.fit(concept_config(config, modality), directory, dataset=dataset)
+    run, state, _ = fit(concept_config(config, modality), directory, dataset=dataset)
     dep, test = run.evaluate(state, "dep"), run.evaluate(state, "test")
     if parallel.is_primary():
       tmp = outputs + ".tmp.npz"
@@ -84,9 +83,10 @@ class CompetitionProbe:
   """The per-epoch hook: ``competition/<m>`` on the test line, concept accuracies in the
   summary, probe time in ``probe_s``."""
 
-  def __init__(self, config, run):
+  def __init__(self, config, run, *, fit):
     self.config = config
-    self.concepts = {m: concept_outputs(config, m, run.dataset) for m in run.modalities}
+    self.concepts = {m: concept_outputs(config, m, run.dataset, fit=fit)
+                     for m in run.modalities}
     self.summary = {f"concept_acc/{m}": c["acc"] for m, c in self.concepts.items()}
     self.seconds = 0.0
 

@@ -1,6 +1,6 @@
 """The one train loop every experiment uses: epochs of jitted steps, evaluation on val and test,
 metrics lines, checkpoints and resume. It knows no dataset by name: the data come from
-``data_pipelines.load(config.data)`` through the interface of ``data_pipelines.base``."""
+``data_pipelines.load(config.data)`` through the interface of ``data_pipelines.sources.base``."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 import data_pipelines
-from agm_jax import methods
+from agm_jax import methods, modalities, subsets
 from agm_jax.models import build_model
 from agm_jax.train import guard, parallel
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
+from agm_jax.train.competition import CompetitionProbe
 from agm_jax.train.steps import make_steps
 from agm_jax.train.writer import MetricWriter
 
@@ -78,21 +80,12 @@ class Accumulator:
     return {k: float(np.mean([m[k] for m in items])) for k in items[0]}
 
 
-def select_modalities(config, dataset) -> tuple[str, ...]:
-  """``config.data.modalities`` (validated against the data), or all of the data's."""
-  wanted = config.data.get("modalities", ()) or dataset.modalities
-  if isinstance(wanted, str):
-    wanted = [m.strip() for m in wanted.split(",") if m.strip()]
-  wanted = tuple(wanted)
-  missing = [m for m in wanted if m not in dataset.modalities]
-  if missing:
-    raise ValueError(f"modality {missing[0]!r} is not in the data; it has "
-                     f"{list(dataset.modalities)}")
-  return wanted
-
-
 class Run:
-  """Everything a run builds before its first step (also used by the benchmark and tests)."""
+  """Everything a run builds before its first step (also used by the benchmark and tests).
+
+  The config is read here, once: the method's section becomes its typed hyper-parameters
+  (``methods.hparams``), the ``subsets`` section a ``subsets.Settings``; the jitted steps see
+  only the :class:`methods.Context` built from them."""
 
   def __init__(self, config, *, dataset=None):
     self.config = config
@@ -101,10 +94,12 @@ class Run:
                                        "agm_jax:load_data")
     self.dataset = dataset
     self.method = methods.get(config.method)
-    data_mods = select_modalities(config, self.dataset)
-    self.modalities = tuple(self.method.model_modalities(config, data_mods))
-    self.dp = parallel.DataParallel(config.get("parallel", {}).get("mode", "sharding"),
-                                    config.batch_size, config.eval_batch_size)
+    self.hp = methods.hparams(self.method, config)
+    data_mods = modalities.select(config.data.modalities, self.dataset.modalities)
+    model_mods, mono_mods = self.method.modalities(self.hp, config.model.fusion, data_mods)
+    self.modalities = tuple(model_mods)
+    self.dp = parallel.DataParallel(config.parallel.mode, config.batch_size,
+                                    config.eval_batch_size)
     self.axis_name = parallel.axis_name(config)
     self.model = build_model(config.model, self.modalities, self.dataset.num_classes,
                              self.dataset.spec, bn_axis_name=self.axis_name)
@@ -115,11 +110,12 @@ class Run:
     if n_train < config.batch_size:
       raise ValueError(f"batch_size {config.batch_size} exceeds the {n_train} training examples")
     self.steps_per_epoch = n_train // config.batch_size
+    self.ctx = methods.Context(
+        self.model, self.modalities, self.hp, subsets.Settings(**config.subsets),
+        axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods)
+    self.window = methods.window(self.hp)
     base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs)
-    self.tx = self.method.make_tx(config, base, len(self.modalities))
-    self.ctx = methods.Context(self.model, self.modalities, config,
-                               subset_bn=config.agm.subset_bn, pad=config.agm.pad,
-                               fast=config.get("fast_subsets", None))
+    self.tx = methods.make_tx(self.method, self.ctx, base, config)
     self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
                                                  axis_name=self.axis_name)
 
@@ -128,7 +124,8 @@ class Run:
                             self.config.seed)
 
   def active(self, epoch: int) -> bool:
-    return self.config.agm.start_epoch <= epoch <= self.config.agm.end_epoch
+    """Whether ``epoch`` is inside the method's modulation window (always, without one)."""
+    return self.window is None or self.window.active(epoch)
 
   def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
     return self.dataset.batches("train", batch_size=self.config.batch_size,
@@ -161,6 +158,16 @@ class Run:
     return metrics, z, logits
 
 
+def _evaluator(run, host, evals):
+  """``evaluate(split) -> (metrics, z, logits)`` for a method's ``epoch_end``: this epoch's
+  val and test results as computed, any other split evaluated on demand."""
+  def evaluate(split: str):
+    if split not in evals:
+      evals[split] = run.evaluate(host, split)
+    return evals[split]
+  return evaluate
+
+
 def _postfix(line: dict) -> dict:
   keys = ["loss", "acc"] + [k for k in line if k.startswith("kappa/")]
   return {k.replace("kappa/", "κ_"): f"{line[k]:.3g}" for k in keys if k in line}
@@ -174,16 +181,16 @@ def train_and_evaluate(config, workdir: str, *, dataset=None,
 
 def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...] = ()):
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the
-  ``(run, final_state, summary)``. ``epoch_hooks`` are called as ``hook(run, state, epoch, evals)`` after each epoch's
-  evaluation (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to
-  add to the test line; a hook's ``summary`` dict attribute is merged into the summary."""
+  ``(run, final_state, summary)``. ``epoch_hooks`` are called as
+  ``hook(run, state, epoch, evals)`` after each epoch's evaluation
+  (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to add to the
+  test line; a hook's ``summary`` dict attribute is merged into the summary."""
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   run = Run(config, dataset=dataset)
   hooks = list(epoch_hooks)
-  if config.get("competition", {}).get("enabled", False) and config.method != "unimodal":
-    from agm_jax.train.competition import CompetitionProbe  # noqa: PLC0415
-    hooks.insert(0, CompetitionProbe(config, run))
+  if config.competition.enabled and config.method != "unimodal":
+    hooks.insert(0, CompetitionProbe(config, run, fit=fit))
   primary = parallel.is_primary()
   if primary:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -250,7 +257,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
       for hook in hooks:
         lines["test"].update(hook(run, host, epoch, evals))
       if run.method.epoch_end is not None:
-        host = run.method.epoch_end(run, host, epoch, evals)
+        host = run.method.epoch_end(run.ctx, host, epoch, _evaluator(run, host, evals))
         state = run.dp.put_state(host)
       for split in ("val", "test"):
         lines[split] = writer.write(step, epoch, split, lines[split])

@@ -20,7 +20,8 @@ import os
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MODES = ("sharding", "pmap")
 AXIS = "batch"   # the pmap axis name (BatchNorm, pmean of gradients, agm's mono_ce)
@@ -33,7 +34,7 @@ class DistributedError(RuntimeError):
 
 def axis_name(config) -> str | None:
   """The collective axis a step is mapped over, or None (sharding mode needs none)."""
-  return AXIS if config.get("parallel", {}).get("mode", "sharding") == "pmap" else None
+  return AXIS if config.parallel.mode == "pmap" else None
 
 
 def _int_or_none(name: str, value) -> int | None:

@@ -27,14 +27,14 @@ def learning_rate_schedule(opt_config, steps_per_epoch: int, num_epochs: int):
   """Per-step learning rate: constant, step decay at epoch milestones (PyTorch's
   MultiStepLR / StepLR), or cosine."""
   lr = float(opt_config.learning_rate)
-  name = opt_config.get("schedule", "constant")
+  name = opt_config.schedule
   if name == "constant":
     return optax.constant_schedule(lr)
   if name == "step":
-    milestones = opt_config.get("decay_epochs", ())
+    milestones = opt_config.decay_epochs
     if isinstance(milestones, int):   # StepLR(step_size): every N epochs
       milestones = tuple(range(milestones, num_epochs, milestones))
-    rate = float(opt_config.get("decay_rate", 0.1))
+    rate = float(opt_config.decay_rate)
     return optax.piecewise_constant_schedule(
         lr, {int(e) * steps_per_epoch: rate for e in milestones})
   if name == "cosine":
@@ -46,15 +46,15 @@ def base_optimizer(opt_config, steps_per_epoch: int, num_epochs: int):
   """Optional global-norm clip, L2 weight decay (added to the gradient, as PyTorch's SGD
   ``weight_decay``), then SGD with momentum or Adam."""
   schedule = learning_rate_schedule(opt_config, steps_per_epoch, num_epochs)
-  name = opt_config.get("name", "sgd")
+  name = opt_config.name
   parts = []
-  if opt_config.get("grad_clip", 0.0):
+  if opt_config.grad_clip:
     parts.append(optax.clip_by_global_norm(float(opt_config.grad_clip)))
-  wd = float(opt_config.get("weight_decay", 0.0))
+  wd = float(opt_config.weight_decay)
   if name == "sgd":
     if wd:
       parts.append(optax.add_decayed_weights(wd))
-    parts.append(optax.sgd(schedule, momentum=float(opt_config.get("momentum", 0.0)) or None))
+    parts.append(optax.sgd(schedule, momentum=float(opt_config.momentum) or None))
   elif name == "adam":
     if wd:
       parts.append(optax.add_decayed_weights(wd))

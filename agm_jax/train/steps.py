@@ -1,4 +1,5 @@
-"""The jitted train and eval steps shared by every method."""
+"""The jitted train and eval steps shared by every method (docs/ARCHITECTURE.md: one batch's
+path through a train step). ``ctx`` and ``method`` are static: closed over, never traced."""
 
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
   (``axis_name``) gradients and metrics are averaged over the devices."""
   rng, step_rng = jax.random.split(state.rng)
-  extra = {"opt_state": state.opt_state} if method.reads_opt_state else {}
   out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
-                         **extra)
+                         state.opt_state)
   grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
@@ -49,7 +49,7 @@ def eval_step(state, batch, weight, *, ctx, method):
   out = method.evaluate(ctx, state.params, state.batch_stats, batch)
   w = weight.astype(jnp.float32)
   sums = {"count": w.sum(), "loss": (out.loss * w).sum(), "acc": (out.correct * w).sum()}
-  for i, m in enumerate(method.mono_modalities(ctx)):
+  for i, m in enumerate(ctx.mono):
     sums[f"acc/{m}"] = (out.mono_correct[i] * w).sum()
     sums[f"mono_ce/{m}"] = (out.mono_ce[i] * w).sum()
   return sums, out.z, out.logits

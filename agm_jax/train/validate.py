@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 
-from agm_jax import methods, shapley
-from agm_jax.train import forward
+from agm_jax import methods, modalities, subsets
+from agm_jax.models import FUSIONS
+from agm_jax.train import parallel
 
 
 class ConfigError(ValueError):
@@ -23,23 +24,27 @@ def _choice(value, valid, what: str) -> None:
 
 
 def validate_config(config) -> None:
-  from agm_jax.models import FUSIONS  # noqa: PLC0415 - models import flax
+  """The trainer-level settings, the ``subsets`` section and the method's own section (its
+  typed hyper-parameters: ranges the transforms check are checked when the run builds them,
+  before anything compiles)."""
   _choice(config.method, methods.NAMES, "method")
   _choice(config.model.fusion, FUSIONS, "fusion")
   _need(int(config.num_epochs) >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
   _need(int(config.batch_size) >= 1, f"batch_size must be >= 1, got {config.batch_size}")
   _need(int(config.eval_batch_size) >= 1,
         f"eval_batch_size must be >= 1, got {config.eval_batch_size}")
-  agm = config.agm
-  _need(agm.alpha >= 0, f"agm.alpha must be >= 0, got {agm.alpha}")
-  _need(agm.clip > 0, f"agm.clip must be > 0, got {agm.clip}")
-  _need(agm.start_epoch <= agm.end_epoch,
-        f"agm.start_epoch ({agm.start_epoch}) must be <= agm.end_epoch ({agm.end_epoch})")
-  _choice(agm.subset_bn, forward.SUBSET_BN, "agm.subset_bn")
-  _choice(agm.pad, shapley.PADS, "agm.pad")
   _need(int(config.log_every_steps) >= 1, "log_every_steps must be >= 1")
-  from agm_jax.train import parallel  # noqa: PLC0415
-  _choice(config.get("parallel", {}).get("mode", "sharding"), parallel.MODES, "parallel.mode")
+  _choice(config.parallel.mode, parallel.MODES, "parallel.mode")
+  try:
+    modalities.parse(config.data.modalities)
+    subsets.Settings(**config.subsets)
+  except ValueError as e:
+    raise ConfigError(f"subsets.{e}" if str(e).split(" ", 1)[0] in config.subsets
+                      else str(e)) from None
+  try:
+    methods.hparams(methods.get(config.method), config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _need(int(config.checkpoint_every_steps) >= 0, "checkpoint_every_steps must be >= 0")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 
 def _clean(value):
@@ -43,7 +43,7 @@ class MetricWriter:
     if resume_step is not None:
       truncate_after(self.path, resume_step)
     try:
-      from tensorboardX import SummaryWriter
+      from tensorboardX import SummaryWriter  # noqa: PLC0415 - slow import, primary only
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     except ImportError:  # pragma: no cover - tensorboardX is a dependency
       self._tb = None
@@ -56,7 +56,7 @@ class MetricWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps(line) + "\n")
     if self._tb is not None:
-      for k, v in metrics.items():
+      for k in metrics:
         if isinstance(line[k], float):
           self._tb.add_scalar(f"{split}/{k}", line[k], step)
       self._tb.flush()

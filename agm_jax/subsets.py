@@ -1,0 +1,188 @@
+"""The 2**k masked passes of a multimodal classifier, as one function of the parameters (core).
+
+The model is an argument: any Flax module called as ``model.apply(variables, inputs, train)``
+that returns ``(logits, z)``; one with per-modality encoders (``model.separable``) also has
+``encode(inputs, train) -> features`` and ``fuse(features, train) -> (logits, z)`` methods and
+gets the fast path. Nothing here knows about training methods or the trainer.
+
+``subset_forward`` returns ``V`` (``(2**k, B, K)``, the logits of every zero- or noise-padded
+modality subset, the full input last), the full input's feature ``z`` and the updated
+BatchNorm statistics. Only the full-input pass updates running statistics.
+
+BatchNorm in the masked passes (``Settings.bn``; docs/ARCHITECTURE.md):
+
+* ``subset_bn="eval"`` (reference semantics): the full input runs in train mode, every
+  masked subset in eval mode with the running statistics (as updated by the full pass, like
+  the in-place update of the released PyTorch code).
+* ``subset_bn="batch"``: every subset runs in train mode with its own batch statistics.
+
+Two ways to compute the masked passes, equal to float tolerance:
+
+* fast path (models with per-modality encoders, ``model.separable``; ``Settings.path``
+  "auto" or "fast"): each encoder runs once
+  on the real inputs (once more in eval mode under ``subset_bn="eval"``) and once on a single
+  zero example (or the noise batch), and only the fusion head is vmapped over the subsets;
+* generic path (``input_early`` fusion, or ``path="generic"``): the whole model is vmapped over
+  the masked inputs (``shapley.subset_logits``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from agm_jax import shapley
+
+SUBSET_BN = ("eval", "batch")
+PATHS = ("auto", "fast", "generic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How the masked passes run (the config's ``subsets`` section), for every method.
+
+  ``bn``: "eval" (masked passes with the running statistics, the released code) or "batch";
+  ``pad``: what replaces an absent modality ("zeros", or "normal": N(0, 1) noise);
+  ``path``: "auto" (fast when the model has per-modality encoders), "fast" or "generic".
+  """
+  bn: str = "eval"
+  pad: str = "zeros"
+  path: str = "auto"
+
+  def __post_init__(self):
+    for name, value, valid in (("bn", self.bn, SUBSET_BN), ("pad", self.pad, shapley.PADS),
+                               ("path", self.path, PATHS)):
+      if value not in valid:
+        raise ValueError(f"{name} {value!r} is unknown; valid: {', '.join(valid)}")
+
+  @property
+  def fast(self) -> bool | None:
+    """``subset_forward``'s ``fast`` argument (None: decided by the model)."""
+    return None if self.path == "auto" else self.path == "fast"
+
+
+class Forward(NamedTuple):
+  z: jax.Array            # (B, D) feature before the last classifier layer, full input
+  batch_stats: Any        # running statistics after the full-input pass
+
+
+def _variables(params, batch_stats):
+  return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+def apply(model, params, batch_stats, *args, train: bool, method=None,
+          update: bool = False):
+  """``model.apply``; returns ``(out, new_batch_stats)`` (unchanged unless ``update``)."""
+  variables = _variables(params, batch_stats)
+  if train and batch_stats:
+    out, mutated = model.apply(variables, *args, train, method=method, mutable=["batch_stats"])
+    return out, (mutated["batch_stats"] if update else batch_stats)
+  return model.apply(variables, *args, train, method=method), batch_stats
+
+
+def _masked(masks):
+  """Every subset but the full one (rows 0 … 2**k - 2)."""
+  return jnp.asarray(masks[:-1])
+
+
+def subset_forward(model, params, batch_stats, inputs: Mapping[str, Any],
+                   modalities: Sequence[str], *, subset_bn: str = "eval", pad: str = "zeros",
+                   key: jax.Array | None = None, grad_masked: bool = True,
+                   fast: bool | None = None, train: bool = True):
+  """``(V, Forward)`` for ``jax.vjp(..., has_aux=True)``; see the module docstring.
+
+  ``train=False`` runs every pass in eval mode (evaluation). ``grad_masked=False`` stops the
+  gradient through the masked passes (they then only feed metrics, e.g. joint training's
+  mono-modal accuracy).
+  """
+  if subset_bn not in SUBSET_BN:
+    raise ValueError(f"subset_bn {subset_bn!r} is unknown; valid: {list(SUBSET_BN)}")
+  shapley.check_inputs(inputs, modalities)
+  separable = getattr(model, "separable", False)
+  if fast is None:
+    fast = separable
+  if fast and not separable:
+    raise ValueError("the fast subset path needs per-modality encoders; this model has none")
+  masks = shapley.subset_masks(len(modalities))
+  run = _fast if fast else _generic
+  masked_train = masked_train_mode(train, subset_bn, batch_stats)
+  v_full, v_masked, z, stats = run(model, params, batch_stats, inputs, modalities, masks,
+                                   train=train, masked_train=masked_train, pad=pad, key=key)
+  if not grad_masked:
+    v_masked = jax.lax.stop_gradient(v_masked)
+  v = jnp.concatenate([v_masked, v_full[None]], 0)
+  return v, Forward(z, stats)
+
+
+def _generic(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train,
+             pad, key):
+  (v_full, z), stats = apply(model, params, batch_stats, dict(inputs), train=train,
+                             update=True)
+  pads = shapley.pads_for(inputs, modalities, pad, key)
+
+  def one(mask):
+    x = dict(inputs)
+    for i, m in enumerate(modalities):
+      x[m] = jnp.where(mask[i], inputs[m], pads[m])
+    (logits, _), _ = apply(model, params, stats, x, train=masked_train)
+    return logits
+
+  return v_full, jax.vmap(one)(_masked(masks)), z, stats
+
+
+def encode_each(model, params, stats, inputs, modalities, *, train):
+  """Every encoder on its own modality (no statistics update)."""
+  feats, _ = apply(model, params, stats, dict(inputs), train=train, method="encode")
+  return tuple(feats)
+
+
+def pad_features(model, params, stats, inputs, modalities, *, train, pad, key):
+  """Each encoder on its pad: one zero example (broadcast later), or the noise batch."""
+  if pad == "zeros":
+    one = {m: jnp.zeros_like(inputs[m][:1]) for m in modalities}
+    extra = {k: v[:1] for k, v in inputs.items() if k not in modalities}
+    return encode_each(model, params, stats, {**one, **extra}, modalities, train=train)
+  noise = shapley.pads_for(inputs, modalities, pad, key)
+  return encode_each(model, params, stats, {**inputs, **noise}, modalities, train=train)
+
+
+def masked_train_mode(train: bool, bn: str, batch_stats) -> bool:
+  """Whether the masked passes run in train mode. Without BatchNorm statistics the two ``bn``
+  modes compute the same thing, so the eval passes are skipped."""
+  return train and (bn == "batch" or not batch_stats)
+
+
+def masked_logits(model, params, stats, inputs, feats, modalities, *, train: bool,
+                  masked_train: bool, pad: str, key) -> jax.Array:
+  """``V[:-1]`` ``(2**k - 1, B, K)`` of a separable model from the full input's features
+  ``feats``: the fusion head vmapped over the masked subsets, each absent modality replaced
+  by its encoder's output on the pad. Under ``masked_train != train`` the present modalities'
+  features are recomputed in eval mode (running statistics ``stats``)."""
+  present = feats if masked_train == train else encode_each(model, params, stats, inputs,
+                                                           modalities, train=False)
+  absent = pad_features(model, params, stats, inputs, modalities, train=masked_train,
+                        pad=pad, key=key)
+
+  def one(mask):
+    f = tuple(jnp.where(mask[i], present[i], absent[i]) for i in range(len(modalities)))
+    (logits, _), _ = apply(model, params, stats, f, train=masked_train, method="fuse")
+    return logits
+
+  return jax.vmap(one)(_masked(shapley.subset_masks(len(modalities))))
+
+
+def _fast(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train, pad,
+          key):
+  del masks
+  feats, stats = apply(model, params, batch_stats, dict(inputs), train=train, method="encode",
+                       update=True)
+  feats = tuple(feats)
+  (v_full, z), stats = apply(model, params, stats, feats, train=train, method="fuse",
+                             update=True)
+  v_masked = masked_logits(model, params, stats, inputs, feats, modalities, train=train,
+                           masked_train=masked_train, pad=pad, key=key)
+  return v_full, v_masked, z, stats

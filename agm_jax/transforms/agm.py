@@ -1,0 +1,112 @@
+"""Gradient modulation as optax transformations, and their pure coefficient functions.
+
+AGM (Li et al., "Boosting Multi-modal Model Performance with Adaptive Gradient Modulation",
+ICCV 2023), Algorithm 1 with the sign convention of the released code (``ce`` is a loss:
+lower = stronger modality). At global step ``t = 1, 2, …`` with running means ``r̂ce``
+(0 before the first step)::
+
+    r^m     = exp( (mean_j ce^j  - ce^m)  * k/(k-1) )
+    tau^m   = exp( (mean_j r̂ce^j - r̂ce^m) * k/(k-1) )     # reference="one": tau^m = 1
+    kappa^m = exp( alpha * min(tau^m - r^m, clip) )
+    r̂ce^m  <- r̂ce^m * (t-1)/t + ce^m / t                  # after kappa is computed
+
+and the update (eq. 6) is ``g = sum_m kappa^m g^m`` with ``g^m`` modality m's share of the
+gradient (``agm_jax.shapley``). The transform takes either the stacked per-modality
+gradients (leading axis k) or a linear function ``kappa -> sum_m kappa^m g^m`` (the
+single-backward form, ``shapley.shapley_vjp``'s ``backward``)::
+
+    tx = optax.chain(agm(alpha=1.0, num_modalities=2), optax.sgd(1e-3, momentum=0.9))
+    updates, opt_state = tx.update(per_modality_grads, opt_state, params, mono_ce=ce)
+
+"AGM-GE" chains OGM-GE's generalisation enhancement after ``agm`` (``transforms.ge``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agm_jax.shapley import check_num_modalities
+from agm_jax.transforms.common import batch_statistic, check_extra_args, combine, running_mean
+
+REFERENCES = ("running_mean", "one")
+
+
+def _centred_exp(x: jax.Array) -> jax.Array:
+  """``exp((mean_j x^j - x^m) * k/(k-1))`` over the last axis."""
+  k = x.shape[-1]
+  return jnp.exp((x.mean(-1, keepdims=True) - x) * (k / (k - 1)))
+
+
+def agm_coefficients(mono_ce: jax.Array, running_ce: jax.Array, *, alpha: float,
+                     clip: float, reference: str = "running_mean") -> jax.Array:
+  """AGM's ``kappa`` of shape ``(k,)`` from this step's and the running mono-modal CE.
+
+  For k = 2 this is the released code's
+  ``kappa_a = exp(alpha * min(exp(rce_v - rce_a) - exp(ce_v - ce_a), clip))``.
+  """
+  mono_ce = jnp.asarray(mono_ce, jnp.float32)
+  r = _centred_exp(mono_ce)
+  if reference == "running_mean":
+    tau = _centred_exp(jnp.asarray(running_ce, jnp.float32))
+  elif reference == "one":
+    tau = jnp.ones_like(r)
+  else:
+    raise ValueError(f"unknown AGM reference {reference!r}; valid: {list(REFERENCES)}")
+  return jnp.exp(alpha * jnp.minimum(tau - r, clip))
+
+
+class AGMState(NamedTuple):
+  """AGM's state: checkpoint it with the optimiser (the running mean spans the whole run)."""
+  running_ce: jax.Array  # (k,) cumulative mean of the mono-modal cross-entropies
+  count: jax.Array       # int32 (): steps seen, t
+  kappa: jax.Array       # (k,) the coefficients of the last update (for logging)
+
+
+def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
+        reference: str = "running_mean",
+        axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+  """Adaptive Gradient Modulation (ICCV 2023) as an optax gradient transformation.
+
+  ``update(per_modality_grads, state, params=None, *, mono_ce, active=True)`` returns
+  ``(sum_m kappa^m g^m, new_state)``. ``kappa`` uses the running mean *before* this step's
+  update; ``active=False`` (outside the modulation window) gives kappa = 1 while the running
+  mean still updates. With ``axis_name`` (inside ``pmap``/``shard_map``) ``mono_ce`` is
+  ``pmean``-ed first so every device uses the global batch's kappa; the gradients are not
+  averaged here (do that in the trainer, as for any optimiser).
+
+  Args:
+    alpha: modulation strength, >= 0 (0 = plain joint training).
+    clip: upper bound of ``tau - r`` in the exponent, > 0 (10 for CREMA-D, 7 for UR-Funny).
+    num_modalities: k >= 2.
+    reference: "running_mean" (AGM) or "one" (the AGM(1) ablation, Table 8).
+    axis_name: a mapped axis to average ``mono_ce`` over.
+  """
+  k = check_num_modalities(num_modalities)
+  if not alpha >= 0:
+    raise ValueError(f"alpha must be >= 0, got {alpha}")
+  if not clip > 0:
+    raise ValueError(f"clip must be > 0, got {clip}")
+  if reference not in REFERENCES:
+    raise ValueError(f"reference {reference!r} is unknown; valid: {list(REFERENCES)}")
+
+  def init_fn(params):
+    del params
+    return AGMState(jnp.zeros((k,), jnp.float32), jnp.zeros((), jnp.int32),
+                    jnp.ones((k,), jnp.float32))
+
+  def update_fn(updates, state, params=None, *, mono_ce, active=True, **extra_args):
+    del params
+    check_extra_args(extra_args, "agm")
+    mono_ce = batch_statistic(mono_ce, k, "mono_ce", axis_name)
+    kappa = agm_coefficients(mono_ce, state.running_ce, alpha=alpha, clip=clip,
+                             reference=reference)
+    kappa = jnp.where(active, kappa, jnp.ones_like(kappa))
+    count = state.count + 1
+    new_state = AGMState(running_mean(state.running_ce, mono_ce, count), count, kappa)
+    return combine(updates, kappa), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

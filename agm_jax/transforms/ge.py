@@ -1,0 +1,72 @@
+"""OGM-GE's generalisation enhancement (Peng et al., "Balanced Multimodal Learning via
+On-the-fly Gradient Modulation", CVPR 2022) as an optax transformation and a pure function.
+
+Every encoder kernel ``g`` (a parameter under ``encoders_<i>`` with ndim >= 2,
+``transforms.partition``) becomes ``g + N(0, std(g) + 1e-8)``, std the unbiased one of
+``torch.Tensor.std()``. AGM-GE (AGM paper, Table 8) chains it after ``agm``; the score-ratio
+family (``transforms.score_ratio``) calls :func:`add_ge_noise` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agm_jax.transforms.common import check_extra_args
+from agm_jax.transforms.partition import SHARED, modality_index
+
+
+def _std(g: jax.Array) -> jax.Array:
+  """``torch.Tensor.std()``: the unbiased standard deviation (biased for a single element)."""
+  return jnp.std(g.astype(jnp.float32), ddof=1 if g.size > 1 else 0)
+
+
+def is_encoder_kernel(path, leaf) -> bool:
+  """A weight matrix / conv kernel (ndim >= 2) of some modality's encoder."""
+  return modality_index(path) != SHARED and jnp.ndim(leaf) >= 2
+
+
+def add_ge_noise(updates: Any, key: jax.Array, *, reference: Any = None,
+                 enabled: jax.Array | bool = True) -> Any:
+  """``g + N(0, std(r) + 1e-8)`` on every encoder kernel, ``r`` the matching leaf of
+  ``reference`` (default: ``updates``); other leaves unchanged. One fresh key per leaf."""
+  reference = updates if reference is None else reference
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(updates)
+  refs = treedef.flatten_up_to(reference)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  on = jnp.asarray(enabled, jnp.float32)
+  out = []
+  for (path, g), r, kk in zip(leaves, refs, keys):
+    if is_encoder_kernel(path, g):
+      noise = jax.random.normal(kk, jnp.shape(g), jnp.float32) * (_std(r) + 1e-8)
+      g = g + (on * noise).astype(g.dtype)
+    out.append(g)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+class GENoiseState(NamedTuple):
+  noise_key: jax.Array   # raw uint32 PRNG key, split every step
+
+
+def ge_noise(seed: int = 0) -> optax.GradientTransformationExtraArgs:
+  """OGM-GE's generalisation enhancement (Peng et al., CVPR 2022) as a transform.
+
+  ``update(grads, state, params=None, *, active=True)`` adds ``N(0, std(g) + 1e-8)`` to each
+  encoder kernel ``g`` (parameters under ``encoders_<i>`` with ndim >= 2: the released code
+  does it for the 4-D conv kernels; MLP encoders have 2-D ones), only while ``active``. The
+  key lives in the state (checkpointed), so every data-parallel replica draws the same noise.
+  """
+  def init_fn(params):
+    del params
+    return GENoiseState(jax.random.PRNGKey(seed))
+
+  def update_fn(updates, state, params=None, *, active=True, **extra_args):
+    del params
+    check_extra_args(extra_args, "ge_noise")
+    key, sub = jax.random.split(state.noise_key)
+    return add_ge_noise(updates, sub, enabled=active), GENoiseState(key)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,222 @@
+"""Score-ratio modulation: OGM-GE (CVPR 2022), OGM-GE-RA (AGM Table 8), OGM and OPM (T-PAMI 2024).
+
+Each step every modality m has a uni-modal logit (late fusion: ``W_m z_m + b/k``, the fusion
+layer's block for m) and a *score*, the summed softmax probability of the true class::
+
+    score_m = sum_i softmax(logits_m)[i, y_i]                               (ogm_scores)
+
+**OGM-GE** (Peng et al., "Balanced Multimodal Learning via On-the-fly Gradient Modulation",
+CVPR 2022; GeWu-Lab/OGM-GE_CVPR2022 ``main.py``). For k = 2, ``rho_v = score_v / score_a``,
+``rho_a = 1 / rho_v``; the dominant modality (``rho > 1``; audio on a tie, as the released
+``else`` branch) gets ``coeff = 1 - tanh(alpha * relu(rho))``, the other 1. For k > 2 we use
+the ratio to the runner-up, ``rho^m = score_m / max_{j≠m} score_j``, which is the same for
+k = 2 and again modulates only the arg-max modality. The coefficient scales the dominant
+modality's *encoder* gradient; GE then adds ``N(0, std(g) + 1e-8)`` to every encoder kernel
+(``transforms.ge.add_ge_noise``; std of the gradient before scaling, as the released code).
+
+**OGM-GE-RA** (AGM, Li et al. ICCV 2023, Table 8): the ratio is steered toward its running
+average instead of 1: ``rho`` is replaced by ``rho / mean_{t'<t} rho`` (cumulative mean, 1
+before the first step); a modality is modulated only if that normalised ratio is the largest
+and >= 1.
+
+**OGM** (Wei, Peng, Hu et al., "On-the-fly Modulation for Balanced Multimodal Learning",
+T-PAMI 2024): ``rho^m = mean_{j≠m} score_m / score_j`` for any k, and
+``k^m = max(0, 1 - alpha * tanh(rho^m - 1))`` if ``rho^m > 1`` else 1, plus GE.
+
+**OPM** (same paper): drop probability ``q^m = min(1, q_base * (1 + lam * tanh(rho^m - 1)))``
+if ``rho^m > 1`` else 0. The transform only keeps ``rho`` and ``q`` in its state; the trainer's
+forward pass reads ``drop_prob`` (the previous step's) and zeroes modality m's features for a
+Bernoulli(q^m) subset of the batch (``agm_jax.methods.opm``).
+
+Scores are ``pmean``-ed over ``axis_name`` (a sum over the local batch: ratios are
+unaffected); the noise key lives in the state, so replicas draw the same noise.
+
+    tx = optax.chain(ogm_ge(alpha=0.1, num_modalities=2), optax.sgd(1e-3, momentum=0.9))
+    updates, opt_state = tx.update(grads, opt_state, params, scores=ogm_scores(uni, y))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agm_jax.shapley import check_num_modalities
+from agm_jax.transforms.common import batch_statistic, check_extra_args, running_mean
+from agm_jax.transforms.ge import add_ge_noise
+from agm_jax.transforms.partition import scale_by_modality
+
+REFERENCES = ("one", "running_mean")
+
+
+def ogm_scores(unimodal_logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``score_m = sum_i softmax(logits_m)[i, y_i]`` of ``(k, B, K)`` logits: shape ``(k,)``."""
+  p = jax.nn.softmax(jnp.asarray(unimodal_logits, jnp.float32), axis=-1)
+  picked = jnp.take_along_axis(p, labels[None, :, None].astype(jnp.int32), axis=-1)[..., 0]
+  return picked.sum(-1)
+
+
+def runner_up_ratios(scores: jax.Array) -> jax.Array:
+  """``score_m / max_{j≠m} score_j`` (k = 2: ``score_a/score_v`` and its inverse)."""
+  s = jnp.asarray(scores, jnp.float32)
+  k = s.shape[-1]
+  others = jnp.where(jnp.eye(k, dtype=bool), -jnp.inf, s[None, :]).max(-1)
+  return s / others
+
+
+def mean_ratios(scores: jax.Array) -> jax.Array:
+  """``rho^m = mean_{j≠m} score_m / score_j`` (T-PAMI 2024)."""
+  s = jnp.asarray(scores, jnp.float32)
+  k = s.shape[-1]
+  ratio = s[:, None] / s[None, :]
+  return jnp.where(jnp.eye(k, dtype=bool), 0.0, ratio).sum(-1) / (k - 1)
+
+
+def ogm_ge_coefficients(scores: jax.Array, *, alpha: float,
+                        reference: jax.Array | None = None) -> jax.Array:
+  """OGM-GE's ``(k,)`` coefficients: ``1 - tanh(alpha * relu(rho))`` for the dominant modality.
+
+  ``rho = runner_up_ratios(scores) / reference`` (``reference`` = 1: OGM-GE; the running mean
+  of the ratios: OGM-GE-RA). The modulated modality is the arg-max of ``rho`` (the first on a
+  tie), and only if its ``rho >= 1`` (always true with reference 1). k = 2, scores (3, 1),
+  alpha 0.5: ``(1 - tanh(1.5), 1)``.
+  """
+  rho = runner_up_ratios(scores)
+  if reference is not None:
+    rho = rho / jnp.asarray(reference, jnp.float32)
+  k = rho.shape[-1]
+  dom = jnp.argmax(rho)
+  value = 1.0 - jnp.tanh(alpha * jax.nn.relu(rho[dom]))
+  hit = (jnp.arange(k) == dom) & (rho[dom] >= 1.0)
+  return jnp.where(hit, value, 1.0)
+
+
+def ogm_coefficients(scores: jax.Array, *, alpha: float) -> jax.Array:
+  """T-PAMI OGM: ``max(0, 1 - alpha * tanh(rho^m - 1))`` where ``rho^m > 1``, else 1."""
+  rho = mean_ratios(scores)
+  return jnp.where(rho > 1.0, jnp.maximum(0.0, 1.0 - alpha * jnp.tanh(rho - 1.0)), 1.0)
+
+
+def opm_drop_probabilities(rho: jax.Array, *, q_base: float, lam: float) -> jax.Array:
+  """T-PAMI OPM: ``min(1, q_base * (1 + lam * tanh(rho^m - 1)))`` where ``rho^m > 1``, else 0."""
+  rho = jnp.asarray(rho, jnp.float32)
+  q = q_base * (1.0 + lam * jnp.tanh(rho - 1.0))
+  return jnp.where(rho > 1.0, jnp.clip(q, 0.0, 1.0), 0.0)
+
+
+class OGMState(NamedTuple):
+  """State of :func:`ogm_ge` / :func:`ogm` (checkpoint it with the optimiser)."""
+  coeff: jax.Array         # (k,) the coefficients of the last update (for logging)
+  rho: jax.Array           # (k,) the last step's ratios
+  running_rho: jax.Array   # (k,) cumulative mean of rho (OGM-GE-RA's reference)
+  count: jax.Array         # int32 (): steps seen
+  noise_key: jax.Array     # raw uint32 PRNG key for GE
+
+
+def _check(alpha, k):
+  k = check_num_modalities(k)
+  if not alpha >= 0:
+    raise ValueError(f"alpha must be >= 0, got {alpha}")
+  return k
+
+
+def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise: bool,
+                      seed: int, axis_name: str | None) -> optax.GradientTransformationExtraArgs:
+  def init_fn(params):
+    del params
+    ones = jnp.ones((k,), jnp.float32)
+    return OGMState(ones, ones, ones, jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
+
+  def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
+    del params
+    check_extra_args(extra_args, "ogm")
+    scores = batch_statistic(scores, k, "scores", axis_name)
+    coeff = jnp.where(active, coefficients(scores, state), 1.0)
+    out = scale_by_modality(updates, coeff)
+    key, sub = jax.random.split(state.noise_key)
+    if noise:
+      out = add_ge_noise(out, sub, reference=updates, enabled=active)
+    rho = ratios(scores)
+    count = state.count + 1
+    return out, OGMState(coeff, rho, running_mean(state.running_rho, rho, count), count, key)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def ogm_ge(alpha: float, *, num_modalities: int, noise: bool = True, reference: str = "one",
+           seed: int = 0, axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+  """OGM-GE (CVPR 2022) as an optax transformation; see the module docstring.
+
+  ``update(grads, state, params=None, *, scores, active=True)``: ``grads`` is the ordinary
+  joint gradient; the dominant modality's encoder leaves (``encoders_<i>``, see
+  ``transforms.partition``) are scaled by its coefficient and, with ``noise``, every encoder
+  kernel gets GE noise. Outside the modulation window (``active=False``) the gradient passes
+  unchanged.
+
+  Args:
+    alpha: modulation strength >= 0 (released default 0.1).
+    num_modalities: k >= 2.
+    noise: add GE noise (False: plain OGM of the CVPR paper).
+    reference: "one" (OGM-GE) or "running_mean" (OGM-GE-RA, AGM Table 8).
+    seed: the GE noise key.
+    axis_name: a mapped axis to average ``scores`` over.
+  """
+  k = _check(alpha, num_modalities)
+  if reference not in REFERENCES:
+    raise ValueError(f"reference {reference!r} is unknown; valid: {list(REFERENCES)}")
+
+  def coefficients(scores, state):
+    ref = None
+    if reference == "running_mean":
+      ref = jnp.where(state.count > 0, state.running_rho, 1.0)
+    return ogm_ge_coefficients(scores, alpha=alpha, reference=ref)
+
+  return _score_modulation(k, runner_up_ratios, coefficients, noise=noise, seed=seed,
+                           axis_name=axis_name)
+
+
+def ogm(alpha: float, *, num_modalities: int, noise: bool = True, seed: int = 0,
+        axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+  """OGM (T-PAMI 2024) with GE noise: ``k^m = max(0, 1 - alpha tanh(rho^m - 1))`` for every
+  modality with ``rho^m = mean_{j≠m} score_m/score_j > 1``; same interface as :func:`ogm_ge`."""
+  k = _check(alpha, num_modalities)
+  return _score_modulation(k, mean_ratios, lambda s, _: ogm_coefficients(s, alpha=alpha),
+                           noise=noise, seed=seed, axis_name=axis_name)
+
+
+class OPMState(NamedTuple):
+  rho: jax.Array        # (k,) the last step's mean ratios
+  drop_prob: jax.Array  # (k,) q for the NEXT step's forward pass
+
+
+def opm(q_base: float, lam: float, *, num_modalities: int,
+        axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+  """OPM's (T-PAMI 2024) state as an optax transformation: gradients pass unchanged.
+
+  ``update(grads, state, params=None, *, scores, active=True)`` stores
+  ``rho = mean_ratios(scores)`` and ``drop_prob = opm_drop_probabilities(rho)`` (0 while not
+  ``active``); the forward pass of the next step drops modality m's features with
+  probability ``drop_prob[m]``.
+  """
+  k = check_num_modalities(num_modalities)
+  if not 0.0 <= q_base <= 1.0:
+    raise ValueError(f"q_base must be in [0, 1], got {q_base}")
+  if not lam >= 0:
+    raise ValueError(f"lam must be >= 0, got {lam}")
+
+  def init_fn(params):
+    del params
+    return OPMState(jnp.ones((k,), jnp.float32), jnp.zeros((k,), jnp.float32))
+
+  def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
+    del state, params
+    check_extra_args(extra_args, "opm")
+    scores = batch_statistic(scores, k, "scores", axis_name)
+    rho = mean_ratios(scores)
+    q = jnp.where(active, opm_drop_probabilities(rho, q_base=q_base, lam=lam), 0.0)
+    return updates, OPMState(rho, q)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,154 @@
+"""Video frames: JPEG validation and decoding, frame choice, torchvision-style augmentation.
+
+Train frames get ``RandomResizedCrop(224)`` (scale 0.08–1, aspect 3/4–4/3, ten tries, then a
+centre crop) and a horizontal flip with probability 1/2; eval frames are resized to 224x224;
+both are scaled to [0, 1] and normalised with the ImageNet mean and std, as the OGM-GE / AGM
+transforms. Resizing is Pillow's bilinear filter (what torchvision uses on PIL images). Random
+draws come from the ``numpy.random.Generator`` the caller passes, so a frame's augmentation
+is a pure function of that generator's seed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines.builders.common import CorruptInput
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+SIZE = 224
+FIXED_FRAME_SEED = 999   # the AGM CREMA-D loader seeds numpy with 999 before choosing a frame
+
+
+def decode(data: bytes) -> Image.Image:
+  """Encoded image bytes -> RGB PIL image (fully decoded). Raises ``CorruptInput``."""
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img.convert("RGB")
+  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError…
+    raise CorruptInput(f"undecodable image: {e}") from e
+
+
+def check_jpeg(data: bytes, name: str = "") -> bytes:
+  """Returns ``data`` if it decodes as an image, else raises ``CorruptInput`` naming it."""
+  try:
+    decode(data)
+  except CorruptInput as e:
+    raise CorruptInput(f"{name}: {e}") from e
+  return data
+
+
+def read_frame_folder(folder: str, suffixes=(".jpg", ".jpeg")) -> list[bytes]:
+  """The encoded frames in ``folder``, in file-name order, each checked to decode.
+
+  Raises ``CorruptInput`` naming the first bad frame, or if there are none.
+  """
+  names = sorted(n for n in os.listdir(folder) if n.lower().endswith(suffixes))
+  if not names:
+    raise CorruptInput(f"no frames in {folder}")
+  out = []
+  for name in names:
+    with open(os.path.join(folder, name), "rb") as f:
+      out.append(check_jpeg(f.read(), os.path.join(folder, name)))
+  return out
+
+
+def encode_jpeg(img: Image.Image | np.ndarray, quality: int = 95) -> bytes:
+  """RGB image (PIL or HWC uint8) -> JPEG bytes."""
+  if isinstance(img, np.ndarray):
+    img = Image.fromarray(img)
+  out = io.BytesIO()
+  img.convert("RGB").save(out, format="JPEG", quality=quality)
+  return out.getvalue()
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
+                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+                            ) -> tuple[int, int, int, int]:
+  """``(left, top, w, h)`` of a crop covering a random fraction ``scale`` of the area with a
+  random aspect ratio (log-uniform in ``ratio``); after ten misses, the largest centred crop
+  whose aspect ratio is within ``ratio``."""
+  area = width * height
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  for _ in range(10):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return left, top, w, h
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    w, h = int(round(height * ratio[1])), height
+  else:
+    w, h = width, height
+  return (width - w) // 2, (height - h) // 2, w, h
+
+
+def train_frame(img: Image.Image, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+  """Random resized crop to ``size`` x ``size`` and a random horizontal flip -> HWC uint8."""
+  left, top, w, h = random_resized_crop_box(img.width, img.height, rng)
+  out = img.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
+  if rng.random() < 0.5:
+    out = out.transpose(Image.FLIP_LEFT_RIGHT)
+  return np.asarray(out, np.uint8)
+
+
+def eval_frame(img: Image.Image, size: int = SIZE) -> np.ndarray:
+  """Resize to ``size`` x ``size`` (aspect ratio not kept, as ``Resize((224, 224))``)."""
+  return np.asarray(img.resize((size, size), Image.BILINEAR), np.uint8)
+
+
+def normalise(frames: np.ndarray) -> np.ndarray:
+  """uint8 ``(..., 3)`` -> float32 ``(x / 255 - mean) / std``."""
+  return ((frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+
+
+def select_frames(n: int, k: int, mode: str, *, train: bool,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+  """Indices of the ``k`` frames (out of ``n`` stored, in time order) an example uses.
+
+  * ``"fixed"``: the AGM CREMA-D loader's choice, ``RandomState(999).choice(n, k,
+    replace=False)`` sorted — the same frame(s) every epoch, train and eval.
+  * ``"segments"``: the BalanceBenchmark Kinetics-Sounds choice: ``k`` equal segments, a random
+    frame of each in training, each segment's middle frame in evaluation.
+
+  A clip with fewer than ``k`` frames repeats its frames cyclically.
+  """
+  if n <= 0:
+    raise CorruptInput("clip has no frames")
+  if n < k:
+    return np.arange(k) % n
+  if mode == "fixed":
+    chosen = np.random.RandomState(FIXED_FRAME_SEED).choice(n, k, replace=False)
+    return np.sort(chosen)
+  if mode == "segments":
+    seg = n // k
+    starts = np.arange(k) * seg
+    if train:
+      if rng is None:
+        raise ValueError("segments frame sampling in training needs an rng")
+      return starts + rng.integers(0, seg, size=k)
+    return starts + seg // 2
+  raise ValueError(f"unknown frame_sampling {mode!r}; valid: fixed, segments")
+
+
+def frames_input(encoded, k: int, mode: str, *, train: bool,
+                 rng: np.random.Generator | None, size: int = SIZE) -> np.ndarray:
+  """Encoded frames of one clip -> float32 ``(k, size, size, 3)``, augmented if ``train``."""
+  idx = select_frames(len(encoded), k, mode, train=train, rng=rng)
+  out = []
+  for i in idx:
+    img = decode(encoded[int(i)])
+    out.append(train_frame(img, rng, size) if train else eval_frame(img, size))
+  return normalise(np.stack(out))
