@@ -12,8 +12,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_pipelines
-from data_pipelines import audio, fabricate, prepare, preprocess, registry
-from data_pipelines.common import LayoutError, SkipLog
+from data_pipelines.builders import audio, prepare, preprocess, registry
+from data_pipelines.fabricated import layouts
+from data_pipelines.builders.common import LayoutError, SkipLog
 
 tfds.disable_progress_bar()
 
@@ -46,9 +47,9 @@ def all_records(data_dir, name, split):
 @pytest.fixture(scope="module")
 def cremad(tmp_path_factory):
   root = tmp_path_factory.mktemp("cremad")
-  train = [c for c, _ in fabricate.cremad_clips("train", 20)]
-  test = [c for c, _ in fabricate.cremad_clips("test", 10)]
-  fabricate.write_cremad(str(root / "raw"), num_train=20, num_test=10,
+  train = [c for c, _ in layouts.cremad_clips("train", 20)]
+  test = [c for c, _ in layouts.cremad_clips("test", 10)]
+  layouts.write_cremad(str(root / "raw"), num_train=20, num_test=10,
                          corrupt_wav=[train[2]], no_frames=[train[5]], corrupt_jpg=[test[1]])
   prepare.prepare("cremad", str(root / "raw"), str(root / "tfds"), verbose=False)
   return {"root": root, "data_dir": str(root / "tfds"), "train": train, "test": test}
@@ -81,7 +82,7 @@ def test_cremad_shapes_dtypes_labels(cremad):
     assert batch["audio"].shape == (4, 257, 188) and batch["audio"].dtype == np.float32
     assert batch["visual"].shape == (4, 1, 224, 224, 3) and batch["visual"].dtype == np.float32
     assert batch["label"].dtype == np.int32
-  labels = dict(fabricate.cremad_clips("train", 20))
+  labels = dict(layouts.cremad_clips("train", 20))
   classes = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
   for r in all_records(cremad["data_dir"], "cremad", "train"):
     assert classes[r["label"]] == labels[r["clip_id"].decode()]
@@ -125,8 +126,8 @@ def test_corrupt_input_warns_and_counts(caplog):
 
 def test_cremad_frames_from_video_when_frames_are_missing(tmp_path):
   pytest.importorskip("av")
-  clips = [c for c, _ in fabricate.cremad_clips("train", 2)]
-  fabricate.write_cremad(str(tmp_path / "raw"), num_train=2, num_test=2, video_clips=clips[:1])
+  clips = [c for c, _ in layouts.cremad_clips("train", 2)]
+  layouts.write_cremad(str(tmp_path / "raw"), num_train=2, num_test=2, video_clips=clips[:1])
   prepare.prepare("cremad", str(tmp_path / "raw"), str(tmp_path / "tfds"), verbose=False)
   records = {r["clip_id"].decode(): r for split in ("train", "dep", "test")
              for r in all_records(str(tmp_path / "tfds"), "cremad", split)}
@@ -135,9 +136,9 @@ def test_cremad_frames_from_video_when_frames_are_missing(tmp_path):
 
 
 def test_cremad_video_without_av_names_the_package(tmp_path, monkeypatch):
-  from data_pipelines import video
-  clips = [c for c, _ in fabricate.cremad_clips("train", 1)]
-  fabricate.write_cremad(str(tmp_path / "raw"), num_train=1, num_test=0)
+  from data_pipelines.builders import video
+  clips = [c for c, _ in layouts.cremad_clips("train", 1)]
+  layouts.write_cremad(str(tmp_path / "raw"), num_train=1, num_test=0)
   os.rename(tmp_path / "raw" / "Image-01-FPS", tmp_path / "raw" / "frames_elsewhere")
   os.makedirs(tmp_path / "raw" / "VideoFlash")
   (tmp_path / "raw" / "VideoFlash" / f"{clips[0]}.flv").write_bytes(b"flv")
@@ -164,11 +165,11 @@ def test_bad_manual_dir_names_layout_and_command(tmp_path, state):
     prepare.prepare("cremad", manual, str(tmp_path / "tfds"), verbose=False)
   message = str(e.value)
   assert "AudioWAV/<clip>.wav" in message and "Image-01-FPS" in message
-  assert "python -m data_pipelines.prepare --dataset=cremad" in message
+  assert "python -m data_pipelines.builders.prepare --dataset=cremad" in message
 
 
 def test_load_without_prepared_data_or_manual_dir_says_what_to_do(tmp_path):
-  with pytest.raises(LayoutError, match="data_pipelines.prepare --dataset=avmnist"):
+  with pytest.raises(LayoutError, match="data_pipelines.builders.prepare --dataset=avmnist"):
     data_pipelines.load(data_config("avmnist", tmp_path / "tfds"))
 
 
@@ -177,7 +178,7 @@ def test_load_without_prepared_data_or_manual_dir_says_what_to_do(tmp_path):
 @pytest.fixture(scope="module")
 def avmnist_raw(tmp_path_factory):
   root = tmp_path_factory.mktemp("avmnist")
-  fabricate.write_avmnist(str(root / "raw"), num_train=30, num_test=20, nan_rows=[1])
+  layouts.write_avmnist(str(root / "raw"), num_train=30, num_test=20, nan_rows=[1])
   return root
 
 
@@ -198,7 +199,7 @@ def test_avmnist_load_prepares_from_manual_dir(avmnist_raw):
 
 def test_prepare_cli_prints_split_sizes(avmnist_raw, tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "data_pipelines.prepare", "--dataset=avmnist",
+      [sys.executable, "-m", "data_pipelines.builders.prepare", "--dataset=avmnist",
        f"--manual_dir={avmnist_raw / 'raw'}", f"--data_dir={tmp_path}"],
       capture_output=True, text=True, check=True, timeout=120)
   assert "train 26" in out.stdout and "dep 5" in out.stdout and "test 18" in out.stdout
@@ -221,7 +222,7 @@ def test_avmnist_mismatched_arrays_name_the_files(avmnist_raw, tmp_path):
 # --------------------------------------------------------------------------- Kinetics-Sounds
 
 def test_kinetics_sounds(tmp_path):
-  written = fabricate.write_kinetics_sounds(str(tmp_path / "raw"), num_train=20, num_test=6,
+  written = layouts.write_kinetics_sounds(str(tmp_path / "raw"), num_train=20, num_test=6,
                                             missing=2)
   prepare.prepare("kinetics_sounds", str(tmp_path / "raw"), str(tmp_path / "tfds"),
                   verbose=False)
@@ -240,7 +241,7 @@ def test_kinetics_sounds(tmp_path):
 
 
 def test_kinetics_sounds_bad_label_names_file_and_line(tmp_path):
-  fabricate.write_kinetics_sounds(str(tmp_path / "raw"), num_train=3, num_test=2)
+  layouts.write_kinetics_sounds(str(tmp_path / "raw"), num_train=3, num_test=2)
   with open(tmp_path / "raw" / "test.txt", "a") as f:
     f.write("some_clip,10,77\n")
   with pytest.raises(ValueError, match=r"test.txt line 3"):
@@ -254,7 +255,7 @@ URFUNNY_DIMS = {"vision": 7, "audio": 5, "text": 6}
 
 
 def test_urfunny_sequences_lengths_and_dropped_entries(tmp_path):
-  data = fabricate.write_affect(str(tmp_path / "raw" / "humor.pkl"), dims=URFUNNY_DIMS,
+  data = layouts.write_affect(str(tmp_path / "raw" / "humor.pkl"), dims=URFUNNY_DIMS,
                                 sizes=(12, 5, 6), length=8, empty_text_rows=[3])
   prepare.prepare("urfunny", str(tmp_path / "raw"), str(tmp_path / "tfds"), verbose=False)
   dataset = data_pipelines.load(data_config("urfunny", tmp_path / "tfds"))
@@ -277,7 +278,7 @@ def test_urfunny_sequences_lengths_and_dropped_entries(tmp_path):
 
 
 def test_cmu_mosei_binary_and_seven_class_labels(tmp_path):
-  data = fabricate.write_affect(str(tmp_path / "raw" / "mosei_senti_data.pkl"),
+  data = layouts.write_affect(str(tmp_path / "raw" / "mosei_senti_data.pkl"),
                                 dims={"vision": 4, "audio": 5, "text": 6}, sizes=(9, 4, 5),
                                 sentiment=True)
   prepare.prepare("cmu_mosei", str(tmp_path / "raw"), str(tmp_path / "tfds"), verbose=False)
@@ -307,7 +308,7 @@ def test_affect_pickle_without_a_split_names_file_and_field(tmp_path):
 
 def test_ave_video_labels_pooling_and_skips(tmp_path):
   os.makedirs(tmp_path / "raw")
-  info = fabricate.write_ave(str(tmp_path / "raw"), num_videos=16, no_event=[2], nan_rows=[3])
+  info = layouts.write_ave(str(tmp_path / "raw"), num_videos=16, no_event=[2], nan_rows=[3])
   prepare.prepare("ave", str(tmp_path / "raw"), str(tmp_path / "tfds"), verbose=False)
   dataset = data_pipelines.load(data_config("ave", tmp_path / "tfds"))
   assert sizes(dataset) == {"train": 8, "val": 3, "dep": 3, "test": 3}

@@ -6,9 +6,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_pipelines
-from data_pipelines import fabricate, images, prepare
-from data_pipelines.base import epoch_order
-from data_pipelines.loader import BatchPlan, example_rng
+from agm_jax import modalities
+from data_pipelines.builders import images, prepare
+from data_pipelines.fabricated import layouts
+from data_pipelines.sources.base import epoch_order
+from data_pipelines.sources.loader import BatchPlan, example_rng
+from data_pipelines.sources.random_inputs import random_batch
 
 tfds.disable_progress_bar()
 
@@ -23,7 +26,7 @@ def data_config(data_dir, **fields):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("loader")
-  fabricate.write_cremad(str(root / "raw"), num_train=26, num_test=6, frames=4,
+  layouts.write_cremad(str(root / "raw"), num_train=26, num_test=6, frames=4,
                          frame_size=(60, 80), seconds=1.0)
   prepare.prepare("cremad", str(root / "raw"), str(root / "tfds"), verbose=False)
   return root / "tfds"
@@ -234,3 +237,42 @@ def test_batch_plan_positions_round_trip():
                     shard_index=0, shard_count=1, augment=False)
   assert fixed.same_batch(fixed.position(0, 0), fixed.position(5, 0))
   assert not plan.same_batch(plan.position(0, 0), plan.position(1, 0))
+
+
+def test_random_batch_shapes_lengths_and_labels():
+  """The one random-batch function (the benchmark's inputs and RandomDataset's examples)."""
+  spec = {"text": ((7, 3), np.float32), "text_lengths": ((), np.int32),
+          "ids": ((4,), np.int32)}
+  batch = random_batch(spec, num_classes=5, batch_size=6, seed=1)
+  assert batch["text"].shape == (6, 7, 3) and batch["text"].dtype == np.float32
+  np.testing.assert_array_equal(batch["text_lengths"], 7)          # full length by default
+  assert batch["ids"].dtype == np.int32 and batch["ids"].shape == (6, 4)
+  assert batch["label"].dtype == np.int32 and set(batch["label"]) <= set(range(5))
+  again = random_batch(spec, num_classes=5, batch_size=6, seed=1)
+  for key in batch:
+    np.testing.assert_array_equal(batch[key], again[key])
+  one = random_batch(spec, num_classes=5, batch_size=None, seed=2, full_lengths=False)
+  assert one["text"].shape == (7, 3) and 1 <= int(one["text_lengths"]) <= 7
+  assert one["label"].shape == ()
+
+
+def test_modality_lists_have_one_parser():
+  """Every caller parses modality lists with agm_jax.modalities: the same answers and the same
+  errors from a string or a sequence, through data_pipelines.load too."""
+  assert modalities.parse("audio, visual") == ("audio", "visual")
+  assert modalities.parse(["visual", "audio"]) == ("visual", "audio")
+  assert modalities.parse("") == () and modalities.parse(None) == ()
+  for bad, message in (("audio,audio", "listed twice"), ("audio,,visual", "empty modality"),
+                       (["a", " "], "empty modality")):
+    with pytest.raises(ValueError, match=message):
+      modalities.parse(bad)
+  assert modalities.select("", ("a", "b")) == ("a", "b")
+  with pytest.raises(ValueError, match="modality 'c' is not in cremad; it has"):
+    modalities.select("a,c", ("a", "b"), where="cremad")
+  config = ml_collections.ConfigDict(dict(name="cremad", data_dir="", manual_dir="", dir="",
+                                          modalities="visual,visual", synthetic=True,
+                                          num_workers=0, synthetic_examples=4))
+  with pytest.raises(ValueError, match="listed twice"):
+    data_pipelines.load(config)
+  config.modalities = "visual"
+  assert data_pipelines.load(config).modalities == ("visual",)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agm_jax import shapley
-from agm_jax.train import forward
+from agm_jax import subsets
 
 K = 3
 
@@ -66,7 +66,7 @@ def paths():
     for bn in ("eval", "batch"):
       for fast in (True, False):
         fn = jax.jit(lambda p, s, x, bn=bn, fast=fast, model=model, mods=mods:
-                     forward.subset_forward(model, p, s, x, mods, subset_bn=bn, fast=fast))
+                     subsets.subset_forward(model, p, s, x, mods, subset_bn=bn, fast=fast))
         out[k, bn, fast] = fn, (params, stats, x)
   return out
 
@@ -94,7 +94,7 @@ def test_fast_equals_generic(paths, k, bn):
 def test_eval_semantics_match_definition():
   """subset_bn="eval": masked passes == the model in eval mode on masked inputs."""
   model, params, stats, x, mods = setup(2, seed=1)
-  v, aux = forward.subset_forward(model, params, stats, x, mods, subset_bn="eval")
+  v, aux = subsets.subset_forward(model, params, stats, x, mods, subset_bn="eval")
   full, upd = model.apply({"params": params, "batch_stats": stats}, x, True,
                           mutable=["batch_stats"])
   np.testing.assert_allclose(v[-1], full[0], rtol=1e-5)
@@ -106,7 +106,7 @@ def test_eval_semantics_match_definition():
 @pytest.mark.parametrize("bn", ["eval", "batch"])
 def test_only_full_pass_updates_running_stats(bn):
   model, params, stats, x, mods = setup(2, seed=2)
-  _, aux = forward.subset_forward(model, params, stats, x, mods, subset_bn=bn)
+  _, aux = subsets.subset_forward(model, params, stats, x, mods, subset_bn=bn)
   _, upd = model.apply({"params": params, "batch_stats": stats}, x, True,
                        mutable=["batch_stats"])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux.batch_stats,
@@ -115,11 +115,11 @@ def test_only_full_pass_updates_running_stats(bn):
 
 def test_eval_mode_changes_no_stats_and_stop_gradient():
   model, params, stats, x, mods = setup(2, seed=3)
-  _, aux = forward.subset_forward(model, params, stats, x, mods, train=False)
+  _, aux = subsets.subset_forward(model, params, stats, x, mods, train=False)
   jax.tree.map(np.testing.assert_array_equal, aux.batch_stats, stats)
   labels = jnp.array([0, 1, 2, 0, 1])
   fwd, backward = shapley.shapley_vjp(
-      lambda p: forward.subset_forward(model, p, stats, x, mods, grad_masked=False), params,
+      lambda p: subsets.subset_forward(model, p, stats, x, mods, grad_masked=False), params,
       labels, has_aux=True)
   joint = jax.grad(lambda p: shapley.cross_entropy(model.apply(
       {"params": p, "batch_stats": stats}, x, True, mutable=["batch_stats"])[0][0],
@@ -131,4 +131,4 @@ def test_eval_mode_changes_no_stats_and_stop_gradient():
 def test_bad_subset_bn():
   model, params, stats, x, mods = setup(2)
   with pytest.raises(ValueError, match="valid"):
-    forward.subset_forward(model, params, stats, x, mods, subset_bn="train")
+    subsets.subset_forward(model, params, stats, x, mods, subset_bn="train")

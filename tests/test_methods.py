@@ -11,9 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from agm_jax import methods, modulation, modulation_epoch, modulation_ogm, partition, shapley
-from agm_jax.methods import gblending, greedy, joint, opm
-from agm_jax.train import forward, loop
+import data_pipelines
+from agm_jax import methods, modulation, shapley, subsets
+from agm_jax.methods import gblending, joint, opm
+from agm_jax.train import loop
+from agm_jax.transforms import epoch as epoch_tx
+from agm_jax.transforms import greedy as greedy_tx
+from agm_jax.transforms import partition, score_ratio
 from tests.test_train import tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "mslr", "mses",
@@ -53,54 +57,54 @@ def test_partition():
 def test_ogm_scores_by_hand():
   # modality 0: logits favour class 0 by log(3) -> p = (3/5, 1/5, 1/5); modality 1: uniform.
   lg = jnp.array([[[math.log(3), 0, 0], [math.log(3), 0, 0]], [[0, 0, 0], [0, 0, 0]]])
-  scores = modulation_ogm.ogm_scores(lg, jnp.array([0, 1]))
+  scores = score_ratio.ogm_scores(lg, jnp.array([0, 1]))
   np.testing.assert_allclose(scores, [0.6 + 0.2, 2 / 3], rtol=1e-6)
 
 
 def test_ogm_ge_coefficients_by_hand():
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5)
+  c = score_ratio.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5)
   np.testing.assert_allclose(c, [1 - T(0.5 * 3.0), 1.0], rtol=1e-6)   # = (0.094852, 1)
   np.testing.assert_allclose(c[0], 0.0948517, rtol=1e-5)
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([1.0, 3.0]), alpha=0.5)
+  c = score_ratio.ogm_ge_coefficients(jnp.array([1.0, 3.0]), alpha=0.5)
   np.testing.assert_allclose(c, [1.0, 1 - T(1.5)], rtol=1e-6)
   # A tie modulates audio (the released else-branch): rho_a = 1.
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([2.0, 2.0]), alpha=0.5)
+  c = score_ratio.ogm_ge_coefficients(jnp.array([2.0, 2.0]), alpha=0.5)
   np.testing.assert_allclose(c, [1 - T(0.5), 1.0], rtol=1e-6)
   # k = 3: only the arg-max, with the ratio to the runner-up (4 / 2).
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([4.0, 2.0, 1.0]), alpha=1.0)
+  c = score_ratio.ogm_ge_coefficients(jnp.array([4.0, 2.0, 1.0]), alpha=1.0)
   np.testing.assert_allclose(c, [1 - T(2.0), 1.0, 1.0], rtol=1e-6)
 
 
 def test_ogm_ge_ra_reference_by_hand():
   # rho = (3, 1/3); against running means (2, 1): normalised (1.5, 1/3) -> audio.
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
+  c = score_ratio.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
                                          reference=jnp.array([2.0, 1.0]))
   np.testing.assert_allclose(c, [1 - T(0.75), 1.0], rtol=1e-6)
   # against (4, 0.25): normalised (0.75, 4/3) -> visual is above its history.
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
+  c = score_ratio.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
                                          reference=jnp.array([4.0, 0.25]))
   np.testing.assert_allclose(c, [1.0, 1 - T(0.5 * 4 / 3)], rtol=1e-6)
   # nobody above its running mean: no modulation.
-  c = modulation_ogm.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
+  c = score_ratio.ogm_ge_coefficients(jnp.array([3.0, 1.0]), alpha=0.5,
                                          reference=jnp.array([6.0, 0.5]))
   np.testing.assert_allclose(c, [1.0, 1.0])
 
 
 def test_ogm_tpami_coefficients_by_hand():
-  np.testing.assert_allclose(modulation_ogm.mean_ratios(jnp.array([4.0, 2.0, 1.0])),
+  np.testing.assert_allclose(score_ratio.mean_ratios(jnp.array([4.0, 2.0, 1.0])),
                              [3.0, 1.25, 0.375], rtol=1e-6)
-  c = modulation_ogm.ogm_coefficients(jnp.array([3.0, 1.0]), alpha=0.5)
+  c = score_ratio.ogm_coefficients(jnp.array([3.0, 1.0]), alpha=0.5)
   np.testing.assert_allclose(c, [1 - 0.5 * T(2.0), 1.0], rtol=1e-6)   # (0.517986, 1)
-  c = modulation_ogm.ogm_coefficients(jnp.array([4.0, 2.0, 1.0]), alpha=1.0)
+  c = score_ratio.ogm_coefficients(jnp.array([4.0, 2.0, 1.0]), alpha=1.0)
   np.testing.assert_allclose(c, [1 - T(2.0), 1 - T(0.25), 1.0], rtol=1e-6)
-  c = modulation_ogm.ogm_coefficients(jnp.array([9.0, 1.0]), alpha=3.0)   # floored at 0
+  c = score_ratio.ogm_coefficients(jnp.array([9.0, 1.0]), alpha=3.0)   # floored at 0
   np.testing.assert_allclose(c, [0.0, 1.0])
 
 
 def test_opm_drop_probabilities_by_hand():
-  q = modulation_ogm.opm_drop_probabilities(jnp.array([3.0, 1 / 3]), q_base=0.5, lam=0.5)
+  q = score_ratio.opm_drop_probabilities(jnp.array([3.0, 1 / 3]), q_base=0.5, lam=0.5)
   np.testing.assert_allclose(q, [0.5 * (1 + 0.5 * T(2.0)), 0.0], rtol=1e-6)   # (0.741007, 0)
-  q = modulation_ogm.opm_drop_probabilities(jnp.array([3.0, 1.0]), q_base=0.9, lam=1.0)
+  q = score_ratio.opm_drop_probabilities(jnp.array([3.0, 1.0]), q_base=0.9, lam=1.0)
   np.testing.assert_allclose(q, [1.0, 0.0])                                    # capped, rho=1
 
 
@@ -118,7 +122,7 @@ def test_opm_drop_features():
   np.testing.assert_allclose(w, 1.0)
 
 
-_OGM_GE = modulation_ogm.ogm_ge(0.5, num_modalities=2, noise=False)
+_OGM_GE = score_ratio.ogm_ge(0.5, num_modalities=2, noise=False)
 _OGM_GE_JIT = jax.jit(_OGM_GE.update)
 
 
@@ -138,7 +142,7 @@ def test_ogm_ge_transform_scales_dominant_encoder(jit):
 
 
 def test_ogm_ge_ra_transform_uses_running_mean():
-  tx = modulation_ogm.ogm_ge(0.5, num_modalities=2, noise=False, reference="running_mean")
+  tx = score_ratio.ogm_ge(0.5, num_modalities=2, noise=False, reference="running_mean")
   update = jax.jit(tx.update)
   state = tx.init(None)
   _, state = update(_params(), state, scores=jnp.array([3.0, 1.0]))   # reference 1
@@ -163,7 +167,7 @@ def test_ge_noise_on_encoder_kernels_only():
 
 
 def test_ogm_transform_with_noise_and_pmean():
-  tx = modulation_ogm.ogm(0.5, num_modalities=2, axis_name="d")
+  tx = score_ratio.ogm(0.5, num_modalities=2, axis_name="d")
   scores = jnp.array([[2.0, 1.0], [4.0, 1.0]])   # two "devices": mean (3, 1)
   grads = jax.tree.map(lambda x: jnp.stack([x, x]), _params())
   out, state = jax.vmap(lambda g, s: tx.update(g, tx.init(None), scores=s), axis_name="d")(
@@ -178,9 +182,9 @@ def test_ogm_transform_with_noise_and_pmean():
 def test_transforms_compose_in_chain_jitted():
   params = _params()
   cases = [
-      (modulation_ogm.ogm_ge(0.1, num_modalities=2), dict(scores=jnp.array([3.0, 1.0]))),
-      (modulation_ogm.ogm(0.8, num_modalities=2), dict(scores=jnp.array([3.0, 1.0]))),
-      (modulation_epoch.mslr((0.9, 1.1)), {}),
+      (score_ratio.ogm_ge(0.1, num_modalities=2), dict(scores=jnp.array([3.0, 1.0]))),
+      (score_ratio.ogm(0.8, num_modalities=2), dict(scores=jnp.array([3.0, 1.0]))),
+      (epoch_tx.mslr((0.9, 1.1)), {}),
   ]
   for head, kwargs in cases:
     tx = optax.chain(head, optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
@@ -190,23 +194,23 @@ def test_transforms_compose_in_chain_jitted():
     new = optax.apply_updates(params, updates)
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(new))
   # G-Blending: per-loss gradients stacked on a leading axis of k + 1.
-  tx = optax.chain(modulation_epoch.blend(2), optax.sgd(0.1))
+  tx = optax.chain(epoch_tx.blend(2), optax.sgd(0.1))
   stacked = jax.tree.map(lambda x: jnp.stack([x, 2 * x, 3 * x]), params)
   updates, _ = jax.jit(tx.update)(stacked, tx.init(params), params)
   np.testing.assert_allclose(updates["fusion"]["classifier"]["bias"], -0.1 * 2.0, rtol=1e-6)
   # MSES wraps the optimiser.
-  tx = modulation_epoch.mses(optax.sgd(0.1, momentum=0.9), num_modalities=2)
+  tx = epoch_tx.mses(optax.sgd(0.1, momentum=0.9), num_modalities=2)
   updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
   np.testing.assert_allclose(updates["encoders_1"]["Dense_0"]["kernel"], -0.2, rtol=1e-6)
 
 
 @pytest.mark.parametrize("make", [
-    lambda: modulation_ogm.ogm_ge(-1.0, num_modalities=2),
-    lambda: modulation_ogm.ogm_ge(0.1, num_modalities=2, reference="median"),
-    lambda: modulation_ogm.ogm(0.1, num_modalities=1),
-    lambda: modulation_ogm.opm(1.5, 0.5, num_modalities=2),
-    lambda: modulation_epoch.mslr((1.0,)),
-    lambda: modulation_epoch.mslr((1.0, 1.0), window=0),
+    lambda: score_ratio.ogm_ge(-1.0, num_modalities=2),
+    lambda: score_ratio.ogm_ge(0.1, num_modalities=2, reference="median"),
+    lambda: score_ratio.ogm(0.1, num_modalities=1),
+    lambda: score_ratio.opm(1.5, 0.5, num_modalities=2),
+    lambda: epoch_tx.mslr((1.0,)),
+    lambda: epoch_tx.mslr((1.0, 1.0), window=0),
 ])
 def test_rejects_bad_hyperparameters(make):
   with pytest.raises(ValueError):
@@ -217,16 +221,16 @@ def test_rejects_bad_hyperparameters(make):
 
 
 def test_mslr_ratios_by_hand():
-  tx = modulation_epoch.mslr((0.9, 1.1), window=5)
+  tx = epoch_tx.mslr((0.9, 1.1), window=5)
   state = tx.init(None)
   accs = [(0.5, 0.2), (0.6, 0.2), (0.7, 0.4), (0.8, 0.4), (0.9, 0.3)]
   for acc in accs:            # the first `window` epochs fill the history: ratio 1
-    state = modulation_epoch.mslr_epoch_update(state, acc)
+    state = epoch_tx.mslr_epoch_update(state, acc)
     np.testing.assert_allclose(state.coeff, [0.9, 1.1], rtol=1e-6)
-  state = modulation_epoch.mslr_epoch_update(state, (1.0, 0.15))
+  state = epoch_tx.mslr_epoch_update(state, (1.0, 0.15))
   np.testing.assert_allclose(state.ratio, [1.0 / 0.7, 0.15 / 0.3], rtol=1e-5)
   np.testing.assert_allclose(state.coeff, [0.9 / 0.7, 1.1 * 0.5], rtol=1e-5)
-  state = modulation_epoch.mslr_epoch_update(state, (0.4, 0.3))   # history 0.6 … 1.0
+  state = epoch_tx.mslr_epoch_update(state, (0.4, 0.3))   # history 0.6 … 1.0
   np.testing.assert_allclose(state.ratio, [0.4 / 0.8, 0.3 / 0.29], rtol=1e-5)
   g, _ = tx.update(_params(), state)
   np.testing.assert_allclose(g["encoders_0"]["Dense_0"]["kernel"], 0.9 * 0.5, rtol=1e-5)
@@ -234,13 +238,13 @@ def test_mslr_ratios_by_hand():
 
 
 def test_mses_stops_and_restores_branch_by_hand():
-  tx = modulation_epoch.mses(optax.chain(optax.add_decayed_weights(0.1),
+  tx = epoch_tx.mses(optax.chain(optax.add_decayed_weights(0.1),
                                          optax.sgd(0.1, momentum=0.9)), num_modalities=2)
   params_at = lambda e: jax.tree.map(lambda x: jnp.full_like(x, float(e)), _params())  # noqa
   state = tx.init(params_at(0))
   # smoothed: epoch 0 (1, 1); epoch 1 0.6*prev + 0.4*now = (0.92, 1.08); epoch 2 (0.84, 1.16)
   for epoch, loss in enumerate([(1.0, 1.0), (0.8, 1.2), (0.9, 1.1)]):
-    state, params, stop = modulation_epoch.mses_epoch_update(
+    state, params, stop = epoch_tx.mses_epoch_update(
         state, loss, epoch, params_at(epoch), patience=2)
   np.testing.assert_allclose(state.best_loss, [0.84, 1.0], rtol=1e-6)
   np.testing.assert_array_equal(state.best_epoch, [2, 0])
@@ -258,20 +262,20 @@ def test_mses_stops_and_restores_branch_by_hand():
 def test_gblend_weights_by_hand():
   # heads a, v, fused: dG = (0.2, 0.1, 0.2); dO = (0.3, 0.1, 0.2);
   # G/O^2 = (2.2222, 10, 5) -> normalised by 17.2222.
-  w = modulation_epoch.gblend_weights([1.0, 1.0, 1.0], [1.2, 1.1, 1.0],
+  w = epoch_tx.gblend_weights([1.0, 1.0, 1.0], [1.2, 1.1, 1.0],
                                       [0.5, 0.8, 0.6], [1.0, 1.0, 0.8])
   np.testing.assert_allclose(w, [2.2222222 / 17.222222, 10 / 17.222222, 5 / 17.222222],
                              rtol=1e-4)
   np.testing.assert_allclose(w, [0.129032, 0.580645, 0.290323], rtol=1e-4)
-  w = modulation_epoch.gblend_weights([1.0, 1.0, 1.0], [1.0, 1.0, 1.0],
+  w = epoch_tx.gblend_weights([1.0, 1.0, 1.0], [1.0, 1.0, 1.0],
                                       [0.5, 0.5, 0.5], [1.1, 0.9, 1.2])
   np.testing.assert_allclose(w, [0.0, 1.0, 0.0], atol=1e-6)   # only v generalised better
-  w = modulation_epoch.gblend_weights([1.0] * 3, [1.0] * 3, [0.5] * 3, [1.1] * 3)
+  w = epoch_tx.gblend_weights([1.0] * 3, [1.0] * 3, [0.5] * 3, [1.1] * 3)
   np.testing.assert_allclose(w, [1 / 3] * 3, rtol=1e-6)       # nobody did: uniform
-  state = modulation_epoch.blend(2).init(None)
-  state = modulation_epoch.blend_epoch_update(state, [1.0, 1.0, 1.0], [1.2, 1.1, 1.0])
+  state = epoch_tx.blend(2).init(None)
+  state = epoch_tx.blend_epoch_update(state, [1.0, 1.0, 1.0], [1.2, 1.1, 1.0])
   np.testing.assert_allclose(state.coeff, [1 / 3, 1 / 3])     # first measurement: uniform
-  state = modulation_epoch.blend_epoch_update(state, [0.5, 0.8, 0.6], [1.0, 1.0, 0.8])
+  state = epoch_tx.blend_epoch_update(state, [0.5, 0.8, 0.6], [1.0, 1.0, 0.8])
   np.testing.assert_allclose(state.coeff, [0.129032, 0.580645], rtol=1e-4)
   np.testing.assert_allclose(state.fused_weight, 0.290323, rtol=1e-4)
 
@@ -282,9 +286,9 @@ def test_greedy_utilisation_and_schedule_by_hand():
   # subsets 0 (none), 1 (audio), 2 (visual), 3 (both): accuracy 0, 1/4, 3/4, 1.
   preds = {0: [1, 2, 0, 1], 1: [0, 2, 0, 1], 2: [0, 1, 2, 1], 3: [0, 1, 2, 0]}
   v = jnp.stack([eye[jnp.array(preds[s])] for s in range(4)])
-  u = greedy.utilisation_rates(v, labels)
+  u = greedy_tx.utilisation_rates(v, labels)
   np.testing.assert_allclose(u, [(1 - 0.75) / 1, (1 - 0.25) / 1])   # audio 0.25, visual 0.75
-  tx = greedy.greedy_schedule(0.3, 2, 0.5, num_modalities=2)
+  tx = greedy_tx.greedy_schedule(0.3, 2, 0.5, num_modalities=2)
   update = jax.jit(tx.update)
   s = tx.init(None)
   _, s = update({}, s, utilisation=jnp.array([0.5, 0.4]))     # spread 0.1: normal
@@ -318,12 +322,13 @@ def test_gblending_backward_matches_per_loss_gradients(tiny_run):
 
   @jax.jit
   def compare(params):
-    out = gblending.gradients(ctx, params, state.batch_stats, batch, key, True)
-    plain = joint.gradients(ctx, params, state.batch_stats, batch, key, True).updates
+    out = gblending.gradients(ctx, params, state.batch_stats, batch, key, True, state.opt_state)
+    plain = joint.gradients(ctx, params, state.batch_stats, batch, key, True,
+                            state.opt_state).updates
 
     def head_loss(p):   # CE of the visual head phi^v, differentiated directly
-      v, _ = forward.subset_forward(ctx.model, p, state.batch_stats, inputs, ctx.modalities,
-                                    subset_bn=ctx.subset_bn, pad=ctx.pad, key=key)
+      v, _ = subsets.subset_forward(ctx.model, p, state.batch_stats, inputs, ctx.modalities,
+                                    subset_bn=ctx.subsets.bn, pad=ctx.subsets.pad, key=key)
       return shapley.mono_modal_ce(shapley.responses(v), labels)[1]
 
     return (out.updates(jnp.array([0.0, 0.0, 1.0])), plain,
@@ -384,15 +389,15 @@ def test_one_epoch_of_every_method(tmp_path, name):
 def test_method_state_survives_a_checkpoint(tmp_path):
   from agm_jax.train.checkpoint import Checkpointer  # noqa: PLC0415
   params = _params()
-  tx = modulation_epoch.mses(optax.chain(modulation_epoch.mslr((0.9, 1.1), window=1),
-                                         modulation_epoch.blend(2), optax.sgd(0.1)),
+  tx = epoch_tx.mses(optax.chain(epoch_tx.mslr((0.9, 1.1), window=1),
+                                         epoch_tx.blend(2), optax.sgd(0.1)),
                              num_modalities=2)
   target = tx.init(params)
-  state, _, _ = modulation_epoch.mses_epoch_update(target, (0.5, 0.7), 0, params, patience=1)
+  state, _, _ = epoch_tx.mses_epoch_update(target, (0.5, 0.7), 0, params, patience=1)
   inner = list(state.inner)
-  inner[0] = modulation_epoch.mslr_epoch_update(modulation_epoch.mslr_epoch_update(
+  inner[0] = epoch_tx.mslr_epoch_update(epoch_tx.mslr_epoch_update(
       inner[0], (0.5, 0.4)), (0.6, 0.2))
-  inner[1] = modulation_epoch.blend_epoch_update(inner[1], (1.0, 1.0, 1.0), (1.2, 1.1, 1.0))
+  inner[1] = epoch_tx.blend_epoch_update(inner[1], (1.0, 1.0, 1.0), (1.2, 1.1, 1.0))
   state = state._replace(inner=tuple(inner))
   ckpt = Checkpointer(str(tmp_path))
   ckpt.save(1, state)
@@ -402,3 +407,44 @@ def test_method_state_survives_a_checkpoint(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restored, state)
   np.testing.assert_allclose(optax.tree_utils.tree_get(restored, "ratio"), [1.2, 0.5],
                              rtol=1e-6)
+
+
+def test_hyper_parameters_come_from_one_section():
+  """A method's section becomes typed hyper-parameters once; a stale or misspelt key, or a
+  missing one, is an error naming the key."""
+  c = tiny_config(method="agm")
+  hp = methods.hparams(methods.get("agm"), c)
+  assert (hp.alpha, hp.clip, hp.reference) == (1.0, 10.0, "running_mean")
+  assert methods.window(hp).active(0) and not methods.window(
+      methods.hparams(methods.get("agm"), tiny_config(**{"agm.end_epoch": 3}))).active(4)
+  assert methods.window(methods.hparams(methods.get("joint"), c)) is None
+  with pytest.raises(ValueError, match="alhpa is not a setting of this method"):
+    methods.from_section(type(hp), dict(alpha=1.0, alhpa=2.0, clip=1.0, reference="one",
+                                        start_epoch=0, end_epoch=1))
+  with pytest.raises(ValueError, match="clip is missing"):
+    methods.from_section(type(hp), dict(alpha=1.0, reference="one", start_epoch=0,
+                                        end_epoch=1))
+  with pytest.raises(ValueError, match="opm.p_exe must be in"):
+    methods.hparams(methods.get("opm"), tiny_config(**{"opm.p_exe": 1.5}))
+
+
+@pytest.mark.parametrize("bn", ["batch", "eval"])
+def test_every_method_honours_the_subsets_section(bn, monkeypatch):
+  """Every method that runs masked passes runs them as the `subsets` section says (traced
+  with eval_shape: nothing compiles)."""
+  seen = []
+  real = subsets.masked_train_mode
+  monkeypatch.setattr(subsets, "masked_train_mode",
+                      lambda train, mode, stats: seen.append(mode) or real(train, mode, stats))
+  data = data_pipelines.load(tiny_config().data)
+  for name in methods.NAMES:
+    if name == "unimodal":   # one modality: no masked passes
+      continue
+    seen.clear()
+    run = loop.Run(tiny_config(method=name, **{"subsets.bn": bn}), dataset=data)
+    state = jax.eval_shape(run.init_state)
+    batch = next(run.train_batches(0))
+    jax.eval_shape(lambda s, b: run.method.gradients(run.ctx, s.params, s.batch_stats, b,
+                                                     s.rng, True, s.opt_state).metrics,
+                   state, batch)
+    assert seen and set(seen) == {bn}, (name, seen)

@@ -1,4 +1,4 @@
-"""AGM coefficients and the optax transformation (DESIGN.md "AGM coefficients")."""
+"""AGM coefficients and the optax transformation (docs/ARCHITECTURE.md, sign conventions: κ)."""
 
 import math
 
@@ -127,3 +127,24 @@ def test_pmean_over_axis_name():
 def test_rejects_bad_hyperparameters(kwargs):
   with pytest.raises(ValueError):
     modulation.agm(**{"num_modalities": 2, **kwargs})
+
+
+def test_a_misspelt_keyword_is_an_error():
+  """optax.chain hands every keyword to every transform: one that no transform reads (here a
+  misspelling of ``active``) must raise, not be swallowed."""
+  from agm_jax import transforms  # noqa: PLC0415 - keeps this module's imports minimal
+  grads = _grads(2)
+  params = jax.tree.map(lambda g: g[0], grads)
+  agm_ge = optax.chain(modulation.agm(alpha=1.0, num_modalities=2), modulation.ge_noise())
+  cases = [(modulation.agm(alpha=1.0, num_modalities=2), grads, {"mono_ce": jnp.ones(2)}),
+           (agm_ge, grads, {"mono_ce": jnp.ones(2)}),
+           (transforms.mslr((1.0, 1.0)), params, {}),
+           (transforms.ogm_ge(0.1, num_modalities=2), params, {"scores": jnp.ones(2)})]
+  for tx, updates, kwargs in cases:
+    with pytest.raises(TypeError, match="unknown keyword argument.*'actve'"):
+      tx.update(updates, tx.init(params), params, actve=False, **kwargs)
+  # A neighbour's known keyword passes through: agm ignores nothing it should read, ge_noise
+  # ignores agm's `mono_ce`.
+  out, _ = agm_ge.update(grads, agm_ge.init(params), params, mono_ce=jnp.ones(2),
+                         active=False)
+  assert jax.tree.structure(out) == jax.tree.structure(params)

@@ -186,7 +186,7 @@ def test_npz_end_to_end_and_missing_modality(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--config.num_epochs=0"], "num_epochs must be >= 1"),
     (["--config.agm.clip=0"], "agm.clip must be > 0"),
-    (["--config.agm.subset_bn=train"], "valid: eval, batch"),
+    (["--config.subsets.bn=train"], "valid: eval, batch"),
     (["--config.parallel.mode=tpu"], "valid: sharding, pmap"),
 ])
 def test_validation_before_compile(tmp_path, args, message):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agm_jax import report
+from agm_jax.tools import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODS = ("audio", "visual")

@@ -11,7 +11,8 @@ import pytest
 
 from agm_jax import shapley
 from agm_jax.models import build_model
-from agm_jax.train import forward, loop
+from agm_jax import subsets
+from agm_jax.train import loop
 from tests.test_train import tiny_config
 
 B, K = 4, 3
@@ -44,7 +45,7 @@ def both_paths(model, mods, bn, params, stats, x, labels):
   out = []
   for fast in (True, False):
     fwd, backward = shapley.shapley_vjp(
-        lambda p: forward.subset_forward(model, p, stats, x, mods, subset_bn=bn, fast=fast),
+        lambda p: subsets.subset_forward(model, p, stats, x, mods, subset_bn=bn, fast=fast),
         params, labels, has_aux=True)
     out.append((fwd.mono_logits, fwd.logits, backward(jnp.linspace(0.5, 1.5, len(mods))),
                 fwd.aux.batch_stats))
@@ -92,7 +93,7 @@ def test_bf16_compute_keeps_float32_params():
     lg32 = model32.apply(variables, x, False)[0]
     lg16 = model16.apply(variables, x, False)[0]
     fwd, backward = shapley.shapley_vjp(
-        lambda p: forward.subset_forward(model16, p, stats, x, mods), params, labels,
+        lambda p: subsets.subset_forward(model16, p, stats, x, mods), params, labels,
         has_aux=True)
     return lg32, lg16, fwd.loss, backward(jnp.ones(2))
 

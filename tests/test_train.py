@@ -89,8 +89,8 @@ def test_unimodal_method(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("method=agm2", "unknown method 'agm2'; valid: joint, agm"),
     ("model.fusion=late", "unknown fusion 'late'; valid: "),
-    ("agm.alpha=-1.0", "agm.alpha must be >= 0"),
-    ("agm.start_epoch=5", "must be <= agm.end_epoch"),
+    ("agm.start_epoch=5", "agm.start_epoch (5) must be <= end_epoch (2)"),
+    ("subsets.bn=train", "subsets.bn 'train' is unknown; valid: eval, batch"),
 ])
 def test_validation_messages(override, message):
   key, value = override.split("=")
@@ -102,8 +102,17 @@ def test_validation_messages(override, message):
   target[last] = type(target[last])(value) if not isinstance(target[last], str) else value
   if key == "agm.start_epoch":
     c.agm.end_epoch = 2
-  with pytest.raises(validate.ConfigError, match=message.replace("(", r"\(")):
+  with pytest.raises(validate.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
     validate.validate_config(c)
+
+
+def test_transform_argument_errors_name_the_config_key():
+  """The transform validates its arguments once; building the run (before any compile)
+  reports them under the config key."""
+  with pytest.raises(ValueError, match="agm.alpha must be >= 0"):
+    loop.Run(tiny_config(**{"agm.alpha": -1.0}))
+  with pytest.raises(ValueError, match="ogm.alpha must be >= 0"):
+    loop.Run(tiny_config(method="ogm", **{"ogm.alpha": -1.0}))
 
 
 def _launch(tmp_path, *args):

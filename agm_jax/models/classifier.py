@@ -138,10 +138,10 @@ def _plain(value):
 
 def _encoder_config(model_config, modality: str) -> dict:
   """The ``dict(type=..., **kwargs)`` for one modality (``encoder_default`` if none)."""
-  encoders = model_config.get("encoders", None) or {}
+  encoders = model_config.encoders or {}
   cfg = encoders.get(modality, None)
   if cfg is None:
-    cfg = model_config.get("encoder_default", None)
+    cfg = model_config.encoder_default
   if cfg is None:
     raise ValueError(f"no encoder for modality {modality!r}: set model.encoders.{modality} or "
                      "model.encoder_default")
@@ -195,7 +195,7 @@ FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "film_condition")
 
 
 def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.Module:
-  opts = _plain(model_config.get("fusion_options", None) or {})
+  opts = _plain(model_config.fusion_options)
   unknown = sorted(set(opts) - set(FUSION_OPTIONS))
   if unknown:
     raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
@@ -203,9 +203,9 @@ def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.
   if fusion in ("sum", "concat"):
     return fus.HEADS[fusion](num_classes)
   if fusion == "maxout":
-    return fus.MaxOutFusion(num_classes, hidden=int(opts.get("maxout_hidden", 64)),
-                            pieces=int(opts.get("maxout_pieces", 4)))
-  cond = opts.get("film_condition", "") or modalities[0]
+    return fus.MaxOutFusion(num_classes, hidden=int(opts["maxout_hidden"]),
+                            pieces=int(opts["maxout_pieces"]))
+  cond = opts["film_condition"] or modalities[0]
   if cond not in modalities:
     raise ValueError(f"unknown fusion_options.film_condition {cond!r}; valid: "
                      f"{', '.join(modalities)}")
@@ -224,10 +224,10 @@ def build_model(model_config, modalities: Sequence[str], num_classes: int,
   encoder key or dtype.
   """
   modalities = tuple(modalities)
-  fusion = model_config.get("fusion", None)
+  fusion = model_config.fusion
   if fusion not in FUSIONS:
     raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
-  dtype_name = model_config.get("dtype", "float32")
+  dtype_name = model_config.dtype
   if dtype_name not in DTYPES:
     raise ValueError(f"unknown model dtype {dtype_name!r}; valid: {', '.join(DTYPES)}")
   dtype = DTYPES[dtype_name]
