@@ -2,7 +2,7 @@
 
 * :class:`MultimodalClassifier` (``separable = True``): one encoder per modality and a fusion
   head; ``encode`` / ``encode_one`` / ``fuse`` let a caller run the encoders once and the head
-  many times (the fast subset path of ``agm_jax.train.forward``).
+  many times (the fast subset path of ``agm_jax.subsets``).
 * :class:`InputEarlyClassifier` (``separable = False``): the modalities are stacked on the
   channel axis into ONE encoder (input-level fusion); only whole-model passes exist.
 
