@@ -2,14 +2,15 @@
 
 Layers (docs/ARCHITECTURE.md), imports running one way:
 core (``shapley``, ``subsets``, ``transforms``, ``probe``, ``modalities``; ``modulation``
-re-exports AGM) ← ``models`` ← ``methods`` ← ``train`` ← ``tools`` and ``launch.py``.
+re-exports AGM; ``compat``: flax's TrainState with the transforms) ← ``models`` ← ``methods``
+← ``train`` ← ``tools`` and ``launch.py``.
 Submodules load on first use (``agm_jax.modulation``), so tools such as
 ``python -m agm_jax.tools.report`` start without importing JAX.
 """
 
 import importlib
 
-__all__ = ["modalities", "modulation", "probe", "shapley", "subsets", "transforms"]
+__all__ = ["compat", "modalities", "modulation", "probe", "shapley", "subsets", "transforms"]
 __version__ = "0.1.0"
 
 

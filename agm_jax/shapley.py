@@ -33,7 +33,11 @@ PADS = ("zeros", "normal")
 
 
 def check_num_modalities(k: int) -> int:
-  """Returns ``k`` if 2 <= k <= MAX_MODALITIES, else raises ValueError."""
+  """Returns ``k`` if 2 <= k <= MAX_MODALITIES, else raises ValueError (TypeError for a JAX
+  array: ``k`` sets array shapes, so it must be a Python int, static under jit)."""
+  if isinstance(k, (jax.Array, jax.core.Tracer)):
+    raise TypeError(f"num_modalities must be a Python int (it sets array shapes), got {k!r}; "
+                    "with optax.inject_hyperparams pass static_args=('num_modalities',)")
   if not isinstance(k, (int, np.integer)) or k < 2:
     raise ValueError(f"AGM needs at least 2 modalities, got {k!r}")
   if k > MAX_MODALITIES:

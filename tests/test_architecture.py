@@ -13,7 +13,8 @@ PACKAGES = ("agm_jax", "data_pipelines", "configs")
 # Layer ranks: a module may import modules of its own rank or lower.
 CORE, MODELS, METHODS, TRAIN, TOOLS = range(5)
 CORE_MODULES = ("agm_jax", "agm_jax.shapley", "agm_jax.subsets", "agm_jax.probe",
-                "agm_jax.modalities", "agm_jax.modulation", "agm_jax.transforms")
+                "agm_jax.modalities", "agm_jax.modulation", "agm_jax.transforms",
+                "agm_jax.compat")
 
 
 def layer(module: str) -> int | None:

@@ -11,6 +11,11 @@ One module per family, each with its formulas, paper and state:
 * ``common``: the shared batch statistic, running mean, combination and keyword check.
 
 ``agm_jax.modulation`` re-exports the AGM and GE names (the README's entry point).
+
+Every factory works under ``optax.inject_hyperparams`` (shape-setting arguments such as
+``num_modalities`` in ``static_args``; only concrete values are validated), ``jit``, ``vmap``
+and, with ``axis_name``, ``pmap``/``shard_map``. The modulation goes first in an optax chain
+and wrappers wrap the base optimiser after it: docs/COMPOSING.md.
 """
 
 from agm_jax.transforms.agm import AGMState, agm, agm_coefficients

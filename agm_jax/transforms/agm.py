@@ -19,6 +19,23 @@ single-backward form, ``shapley.shapley_vjp``'s ``backward``)::
     updates, opt_state = tx.update(per_modality_grads, opt_state, params, mono_ce=ce)
 
 "AGM-GE" chains OGM-GE's generalisation enhancement after ``agm`` (``transforms.ge``).
+
+Composition (docs/COMPOSING.md). The modulated step is one mini-batch: ``agm`` computes kappa
+from that mini-batch's ``mono_ce`` and advances its running mean once per ``update`` call (a
+mini-batch whose ``mono_ce`` is not finite leaves the running mean and count unchanged). So
+``agm`` goes FIRST in the chain, over the whole parameter tree; its output is an ordinary
+parameter-shaped gradient, and everything after it is plain optax. Wrappers wrap the base
+optimiser after it, never ``agm`` itself::
+
+    optax.chain(agm(...), optax.MultiSteps(optax.sgd(...), every_k_schedule=4))
+    optax.chain(agm(...), optax.apply_if_finite(optax.sgd(...), max_consecutive_errors=3))
+    optax.chain(agm(...), optax.multi_transform({"encoders": adam, "head": sgd}, labels))
+    optax.inject_hyperparams(agm, static_args="num_modalities")(alpha=schedule, ...)
+
+A wrapper placed around ``agm`` (``MultiSteps``, ``apply_if_finite``) raises a ``ValueError``
+at trace time naming this pattern (``common.check_per_modality``). ``update`` needs
+``mono_ce=``: flax's ``TrainState.apply_gradients`` does not forward it
+(``agm_jax.compat.ModulatedTrainState`` does).
 """
 
 from __future__ import annotations
@@ -30,9 +47,18 @@ import jax.numpy as jnp
 import optax
 
 from agm_jax.shapley import check_num_modalities
-from agm_jax.transforms.common import batch_statistic, check_extra_args, combine, running_mean
+from agm_jax.transforms.common import (
+  batch_statistic,
+  check_extra_args,
+  check_per_modality,
+  check_value,
+  combine,
+  require_extra_arg,
+  running_mean,
+)
 
 REFERENCES = ("running_mean", "one")
+EXPECTS = "per-modality gradients (leading axis k={k}) or a linear function kappa -> grads"
 
 
 def _centred_exp(x: jax.Array) -> jax.Array:
@@ -62,7 +88,7 @@ def agm_coefficients(mono_ce: jax.Array, running_ce: jax.Array, *, alpha: float,
 class AGMState(NamedTuple):
   """AGM's state: checkpoint it with the optimiser (the running mean spans the whole run)."""
   running_ce: jax.Array  # (k,) cumulative mean of the mono-modal cross-entropies
-  count: jax.Array       # int32 (): steps seen, t
+  count: jax.Array       # int32 (): steps seen (with finite mono_ce), t
   kappa: jax.Array       # (k,) the coefficients of the last update (for logging)
 
 
@@ -74,9 +100,15 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
   ``update(per_modality_grads, state, params=None, *, mono_ce, active=True)`` returns
   ``(sum_m kappa^m g^m, new_state)``. ``kappa`` uses the running mean *before* this step's
   update; ``active=False`` (outside the modulation window) gives kappa = 1 while the running
-  mean still updates. With ``axis_name`` (inside ``pmap``/``shard_map``) ``mono_ce`` is
-  ``pmean``-ed first so every device uses the global batch's kappa; the gradients are not
-  averaged here (do that in the trainer, as for any optimiser).
+  mean still updates. A step whose ``mono_ce`` is not finite leaves the running mean and the
+  count unchanged (its kappa is not finite: a guard such as ``optax.apply_if_finite`` after
+  ``agm`` rejects that update, and the step leaves no trace). With ``axis_name`` (inside
+  ``pmap``/``shard_map``) ``mono_ce`` is ``pmean``-ed first so every device uses the global
+  batch's kappa; the gradients are not averaged here (do that in the trainer, as for any
+  optimiser).
+
+  ``alpha`` and ``clip`` may be schedules through ``optax.inject_hyperparams`` (pass
+  ``static_args="num_modalities"``); traced values are not validated.
 
   Args:
     alpha: modulation strength, >= 0 (0 = plain joint training).
@@ -86,10 +118,8 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
     axis_name: a mapped axis to average ``mono_ce`` over.
   """
   k = check_num_modalities(num_modalities)
-  if not alpha >= 0:
-    raise ValueError(f"alpha must be >= 0, got {alpha}")
-  if not clip > 0:
-    raise ValueError(f"clip must be > 0, got {clip}")
+  check_value("alpha", alpha, lambda a: a >= 0, "must be >= 0")
+  check_value("clip", clip, lambda c: c > 0, "must be > 0")
   if reference not in REFERENCES:
     raise ValueError(f"reference {reference!r} is unknown; valid: {list(REFERENCES)}")
 
@@ -98,15 +128,20 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
     return AGMState(jnp.zeros((k,), jnp.float32), jnp.zeros((), jnp.int32),
                     jnp.ones((k,), jnp.float32))
 
-  def update_fn(updates, state, params=None, *, mono_ce, active=True, **extra_args):
-    del params
+  def update_fn(updates, state, params=None, *, mono_ce=None, active=True, **extra_args):
     check_extra_args(extra_args, "agm")
+    check_per_modality(updates, params, k, "agm", EXPECTS.format(k=k))
+    require_extra_arg(mono_ce, "mono_ce", "agm", "the (k,) mono-modal cross-entropies")
+    del params
     mono_ce = batch_statistic(mono_ce, k, "mono_ce", axis_name)
     kappa = agm_coefficients(mono_ce, state.running_ce, alpha=alpha, clip=clip,
                              reference=reference)
     kappa = jnp.where(active, kappa, jnp.ones_like(kappa))
     count = state.count + 1
-    new_state = AGMState(running_mean(state.running_ce, mono_ce, count), count, kappa)
+    finite = jnp.isfinite(mono_ce).all()
+    new_state = AGMState(jnp.where(finite, running_mean(state.running_ce, mono_ce, count),
+                                   state.running_ce),
+                         jnp.where(finite, count, state.count), kappa)
     return combine(updates, kappa), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -41,7 +41,13 @@ import numpy as np
 import optax
 
 from agm_jax.shapley import check_num_modalities
-from agm_jax.transforms.common import check_extra_args, combine
+from agm_jax.transforms.common import (
+  check_extra_args,
+  check_per_modality,
+  check_value,
+  combine,
+  is_traced,
+)
 from agm_jax.transforms.partition import scale_by_modality, select_by_modality
 
 # --------------------------------------------------------------------------- MSLR
@@ -64,12 +70,13 @@ def mslr(init_coefficients: Sequence[float], *, window: int = 5
          ) -> optax.GradientTransformationExtraArgs:
   """MSLR: ``update(grads, state, params=None, *, active=True)`` scales modality m's encoder
   gradient by ``state.coeff[m]`` (by 1 outside the modulation window); call
-  :func:`mslr_epoch_update` with the validation mono-modal accuracies after each epoch."""
-  init = np.asarray(init_coefficients, np.float32).reshape(-1)
+  :func:`mslr_epoch_update` with the validation mono-modal accuracies after each epoch.
+  ``window`` sets the history's shape: static under ``optax.inject_hyperparams``."""
+  traced = is_traced(init_coefficients)   # injected by optax.inject_hyperparams, under jit
+  init = (jnp if traced else np).asarray(init_coefficients, np.float32).reshape(-1)
   k = check_num_modalities(len(init))
-  if window < 1:
-    raise ValueError(f"window must be >= 1, got {window}")
-  if not np.all(init > 0):
+  check_value("window", window, lambda w: w >= 1, "must be >= 1")
+  if not traced and not np.all(init > 0):
     raise ValueError(f"init coefficients must be > 0, got {init.tolist()}")
 
   def init_fn(params):
@@ -194,8 +201,11 @@ def blend(num_modalities: int) -> optax.GradientTransformationExtraArgs:
                       jnp.zeros((k + 1,), jnp.float32), jnp.zeros((), jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params
     check_extra_args(extra_args, "blend")
+    check_per_modality(updates, params, k + 1, "blend",
+                       f"per-loss gradients (leading axis k+1={k + 1}: the heads, then the "
+                       "fused loss) or a linear function w -> grads")
+    del params
     w = jnp.concatenate([state.coeff, state.fused_weight[None]])
     return combine(updates, w), state
 

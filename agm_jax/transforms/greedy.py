@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from agm_jax.shapley import check_num_modalities
-from agm_jax.transforms.common import check_extra_args
+from agm_jax.transforms.common import check_extra_args, check_value, require_extra_arg
 
 
 def utilisation_rates(v: jax.Array, labels: jax.Array) -> jax.Array:
@@ -45,19 +45,19 @@ def greedy_schedule(threshold: float, window: int, ema: float, *, num_modalities
   passes the gradients unchanged and decides whether the next steps re-balance
   (``utilisation`` is ``pmean``-ed over ``axis_name``)."""
   k = check_num_modalities(num_modalities)
-  if window < 1:
-    raise ValueError(f"window must be >= 1, got {window}")
-  if not 0.0 <= ema < 1.0:
-    raise ValueError(f"ema must be in [0, 1), got {ema}")
+  check_value("window", window, lambda w: w >= 1, "must be >= 1")
+  check_value("ema", ema, lambda e: 0.0 <= e < 1.0, "must be in [0, 1)")
 
   def init_fn(params):
     del params
     return GreedyState(jnp.zeros((k,), jnp.float32), jnp.zeros((k,), jnp.float32),
                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
-  def update_fn(updates, state, params=None, *, utilisation, active=True, **extra_args):
+  def update_fn(updates, state, params=None, *, utilisation=None, active=True, **extra_args):
     del params
     check_extra_args(extra_args, "greedy_schedule")
+    require_extra_arg(utilisation, "utilisation", "greedy_schedule",
+                      "the (k,) utilisation rates, utilisation_rates(subset_logits, labels)")
     u = jax.lax.stop_gradient(jnp.asarray(utilisation, jnp.float32))
     if axis_name is not None:
       u = jax.lax.pmean(u, axis_name)

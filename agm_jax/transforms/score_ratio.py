@@ -45,11 +45,18 @@ import jax.numpy as jnp
 import optax
 
 from agm_jax.shapley import check_num_modalities
-from agm_jax.transforms.common import batch_statistic, check_extra_args, running_mean
+from agm_jax.transforms.common import (
+  batch_statistic,
+  check_extra_args,
+  check_value,
+  require_extra_arg,
+  running_mean,
+)
 from agm_jax.transforms.ge import add_ge_noise
 from agm_jax.transforms.partition import scale_by_modality
 
 REFERENCES = ("one", "running_mean")
+SCORES = "the (k,) summed true-class probabilities, ogm_scores(unimodal_logits, labels)"
 
 
 def ogm_scores(unimodal_logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -118,8 +125,7 @@ class OGMState(NamedTuple):
 
 def _check(alpha, k):
   k = check_num_modalities(k)
-  if not alpha >= 0:
-    raise ValueError(f"alpha must be >= 0, got {alpha}")
+  check_value("alpha", alpha, lambda a: a >= 0, "must be >= 0")
   return k
 
 
@@ -130,9 +136,10 @@ def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise
     ones = jnp.ones((k,), jnp.float32)
     return OGMState(ones, ones, ones, jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
 
-  def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
+  def update_fn(updates, state, params=None, *, scores=None, active=True, **extra_args):
     del params
     check_extra_args(extra_args, "ogm")
+    require_extra_arg(scores, "scores", "ogm", SCORES)
     scores = batch_statistic(scores, k, "scores", axis_name)
     coeff = jnp.where(active, coefficients(scores, state), 1.0)
     out = scale_by_modality(updates, coeff)
@@ -202,18 +209,17 @@ def opm(q_base: float, lam: float, *, num_modalities: int,
   probability ``drop_prob[m]``.
   """
   k = check_num_modalities(num_modalities)
-  if not 0.0 <= q_base <= 1.0:
-    raise ValueError(f"q_base must be in [0, 1], got {q_base}")
-  if not lam >= 0:
-    raise ValueError(f"lam must be >= 0, got {lam}")
+  check_value("q_base", q_base, lambda q: 0.0 <= q <= 1.0, "must be in [0, 1]")
+  check_value("lam", lam, lambda x: x >= 0, "must be >= 0")
 
   def init_fn(params):
     del params
     return OPMState(jnp.ones((k,), jnp.float32), jnp.zeros((k,), jnp.float32))
 
-  def update_fn(updates, state, params=None, *, scores, active=True, **extra_args):
+  def update_fn(updates, state, params=None, *, scores=None, active=True, **extra_args):
     del state, params
     check_extra_args(extra_args, "opm")
+    require_extra_arg(scores, "scores", "opm", SCORES)
     scores = batch_statistic(scores, k, "scores", axis_name)
     rho = mean_ratios(scores)
     q = jnp.where(active, opm_drop_probabilities(rho, q_base=q_base, lam=lam), 0.0)
