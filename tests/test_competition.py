@@ -6,7 +6,7 @@ import os
 import pytest
 
 from agm_jax.train import competition, loop
-from tests.test_train import read_lines, tiny_config
+from tests.conftest import read_lines, tiny_config
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import pytest
 from agm_jax import methods, modulation, modulation_epoch, modulation_ogm, partition, shapley
 from agm_jax.methods import gblending, greedy, joint, opm
 from agm_jax.train import forward, loop
-from tests.test_train import tiny_config
+from tests.conftest import tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "mslr", "mses",
                "gblending", "greedy")

@@ -12,7 +12,7 @@ import pytest
 from agm_jax import shapley
 from agm_jax.models import build_model
 from agm_jax.train import forward, loop
-from tests.test_train import tiny_config
+from tests.conftest import tiny_config
 
 B, K = 4, 3
 RESNET = dict(type="resnet18", width=4, stage_sizes=(1, 1))   # BatchNorm, residuals; small compile
