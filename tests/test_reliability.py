@@ -1,11 +1,12 @@
 """Reliability: exact resume after kill -9, SIGTERM checkpoints, NaN guard, corrupted
-checkpoints, and one-line errors for bad data — all through launch.py in subprocesses."""
+checkpoints, and one-line errors for bad data — all through launch.py: in subprocesses where
+a run is interrupted by a signal (and for the reference run they are compared with), the
+others in-process (launch's flag parsing and main)."""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -13,7 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
+from tests.conftest import launch_subprocess as launch
+from tests.conftest import wait_for_checkpoint
+
 TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
         "--config.competition.enabled=False", "--config.checkpoint_every_steps=4",
         "--config.log_every_steps=4", "--config.data.synthetic_options.num_train=384",
@@ -21,19 +25,6 @@ TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_
         "--config.data.synthetic_options.num_test=64",
         "--config.model.encoder_default.hidden=(16,)",
         "--config.model.encoder_default.features=16"]
-
-
-def launch_cmd(workdir, *extra, config="default.py"):
-  return [sys.executable, os.path.join(ROOT, "launch.py"),
-          f"--config={os.path.join(ROOT, 'configs', config)}", f"--workdir={workdir}", *extra]
-
-
-def launch(workdir, *extra, config="default.py", check=True):
-  out = subprocess.run(launch_cmd(workdir, *extra, config=config), capture_output=True,
-                       text=True, cwd=ROOT, timeout=600)
-  if check:
-    assert out.returncode == 0, out.stderr[-3000:]
-  return out
 
 
 def final_state(workdir):
@@ -45,17 +36,6 @@ def final_state(workdir):
 def read_test_lines(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(x) for x in f if '"split": "test"' in x]
-
-
-def wait_for_checkpoint(workdir, proc, timeout=300):
-  directory = os.path.join(workdir, "checkpoints")
-  t0 = time.time()
-  while time.time() - t0 < timeout:
-    if os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory)):
-      return
-    assert proc.poll() is None, "run ended before its first checkpoint"
-    time.sleep(0.05)
-  raise TimeoutError
 
 
 def assert_same_state(a, b):
@@ -102,8 +82,8 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  out = launch(workdir, *TINY, "--config.optimizer.learning_rate=1e12",
-               "--config.optimizer.momentum=0.0", check=False)
+  out = launch_in_process(workdir, *TINY, "--config.optimizer.learning_rate=1e12",
+                          "--config.optimizer.momentum=0.0")
   assert out.returncode == 3, out.stderr[-2000:]
   message = [x for x in out.stderr.splitlines() if x.startswith("error: non-finite")]
   assert message and "at step" in message[0], out.stderr[-2000:]
@@ -163,9 +143,9 @@ def _nan_inputs():
 ])
 def test_bad_npz_data_is_one_line(tmp_path, overrides, message):
   write_npz(tmp_path / "data", **overrides)
-  out = launch(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
-               "--config.data.modalities=a,b", "--config.num_epochs=1",
-               config="npz_mlp.py", check=False)
+  out = launch_in_process(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
+                          "--config.data.modalities=a,b", "--config.num_epochs=1",
+                          config="npz_mlp.py")
   assert out.returncode == 2, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   errors = [x for x in out.stderr.splitlines() if x.startswith("error:")]
@@ -174,12 +154,12 @@ def test_bad_npz_data_is_one_line(tmp_path, overrides, message):
 
 def test_npz_end_to_end_and_missing_modality(tmp_path):
   write_npz(tmp_path / "data")
-  ok = launch(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
-              "--config.data.modalities=a,b", "--config.num_epochs=1",
-              "--config.batch_size=16", config="npz_mlp.py")
+  ok = launch_in_process(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
+                         "--config.data.modalities=a,b", "--config.num_epochs=1",
+                         "--config.batch_size=16", config="npz_mlp.py", check=True)
   assert "final test: acc" in ok.stdout
-  bad = launch(str(tmp_path / "run2"), "--config.data.dir=" + str(tmp_path / "data"),
-               "--config.data.modalities=a,c", config="npz_mlp.py", check=False)
+  bad = launch_in_process(str(tmp_path / "run2"), "--config.data.dir=" + str(tmp_path / "data"),
+                          "--config.data.modalities=a,c", config="npz_mlp.py")
   assert bad.returncode == 2 and "'c'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -190,14 +170,14 @@ def test_npz_end_to_end_and_missing_modality(tmp_path):
     (["--config.parallel.mode=tpu"], "valid: sharding, pmap"),
 ])
 def test_validation_before_compile(tmp_path, args, message):
-  out = launch(str(tmp_path), *args, check=False)
+  out = launch_in_process(str(tmp_path), *args)
   assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  out = launch(str(blocker / "run"), check=False)
+  out = launch_in_process(str(blocker / "run"))
   assert out.returncode == 2 and "not writable" in out.stderr
 
 
@@ -223,7 +203,6 @@ def test_a_signal_on_an_epochs_last_step_keeps_its_evaluation(tmp_path):
   resumed run has every epoch's evaluation."""
   import data_pipelines  # noqa: PLC0415
   from agm_jax.train import guard, loop  # noqa: PLC0415
-  from tests.test_train import read_lines, tiny_config  # noqa: PLC0415
   c = tiny_config(method="agm", batch_size=256, num_epochs=2)
   data = _SignalOnFirstTrainBatch(data_pipelines.load(c.data, seed=c.seed))
   with pytest.raises(guard.Preempted):
