@@ -1,6 +1,8 @@
 """Multi-process runs on localhost (jax.distributed, CPU collectives over gloo) against one
 process: the same metrics, concepts and checkpoints; a signal to one process stops both at the
-same step, and the pair resumes. Each run is ``launch.py`` in subprocesses."""
+same step, and the pair resumes. The multi-process runs are ``launch.py`` in subprocesses,
+the one-process reference and the error check run launch's main in-process; all on a tiny
+synthetic task and MLP."""
 
 import json
 import os
@@ -15,14 +17,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from agm_jax.train import parallel
-from tests.test_reliability import wait_for_checkpoint
+from tests.conftest import ROOT, launch_in_process, wait_for_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
          "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
          "--config.data.synthetic_options.num_train=384",
          "--config.data.synthetic_options.num_dep=96",
          "--config.data.synthetic_options.num_test=96",
+         "--config.data.synthetic_options.dim_audio=8",
+         "--config.data.synthetic_options.dim_visual=8",
+         "--config.data.synthetic_options.memo_dim=0",
          "--config.model.encoder_default.hidden=(16,)",
          "--config.model.encoder_default.features=16"]
 
@@ -33,10 +37,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _args(cache, *extra):
+  return [f"--config.competition.cache_dir={cache}", *SMALL, *extra]
+
+
 def _cmd(workdir, cache, *extra):
   return [sys.executable, os.path.join(ROOT, "launch.py"),
           f"--config={os.path.join(ROOT, 'configs', 'default.py')}", f"--workdir={workdir}",
-          f"--config.competition.cache_dir={cache}", *SMALL, *extra]
+          *_args(cache, *extra)]
 
 
 def _env(devices, **extra):
@@ -98,11 +106,11 @@ def assert_same_run(workdir, reference):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
+  """The reference: one process, one device (this one)."""
+  assert jax.process_count() == 1 and jax.device_count() == 1
   workdir = str(tmp_path_factory.mktemp("one"))
   cache = str(tmp_path_factory.mktemp("cache_one"))
-  out = subprocess.run(_cmd(workdir, cache), cwd=ROOT, env=_env(1), capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
+  launch_in_process(workdir, *_args(cache), check=True)
   return workdir, cache
 
 
@@ -143,9 +151,10 @@ def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_
   assert_same_run(workdir, one_process[0])
 
 
-def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path):
-  out = subprocess.run(_cmd(str(tmp_path), str(tmp_path), "--num_processes=2"), cwd=ROOT,
-                       env=_env(1), capture_output=True, text=True, timeout=120)
+def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path, monkeypatch):
+  for name in parallel.ENV:
+    monkeypatch.delenv(name, raising=False)
+  out = launch_in_process(str(tmp_path), *_args(str(tmp_path), "--num_processes=2"))
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: a multi-process run needs")
   assert "coordinator_address, process_id" in out.stderr
