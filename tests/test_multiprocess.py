@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from agm_jax.train import parallel
-from tests.conftest import ROOT, launch_in_process, wait_for_checkpoint
+from tests.conftest import ROOT, device_env, launch_in_process, wait_for_checkpoint
 
 SMALL = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
          "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
@@ -47,23 +47,18 @@ def _cmd(workdir, cache, *extra):
           *_args(cache, *extra)]
 
 
-def _env(devices, **extra):
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
-
-
 def start(workdir, cache, *extra, processes=2, devices=1, use_env=False):
   """``processes`` launch.py processes joined through a coordinator on localhost (given by
   flags, or with ``use_env`` by the JAX_* environment variables)."""
   port, procs = _free_port(), []
   for i in range(processes):
     if use_env:
-      flags, env = [], _env(devices, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+      flags, env = [], device_env(devices, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                             JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
     else:
       flags = [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
                f"--process_id={i}"]
-      env = _env(devices)
+      env = device_env(devices)
     procs.append(subprocess.Popen(_cmd(workdir, cache, *extra, *flags), cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return procs
@@ -120,6 +115,7 @@ def two_process_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("cache_two"))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process,
                                                            two_process_cache):
   """sharding mode, 2 processes × 1 device: SIGTERM to process 1 only stops both at the
@@ -143,6 +139,7 @@ def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process
   assert set(os.listdir(cache)) == set(os.listdir(one_process[1]))   # the same concept keys
 
 
+@pytest.mark.slow
 def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_cache):
   """pmap mode, 2 processes × 2 devices, the coordinator given by JAX_* variables."""
   workdir = str(tmp_path / "pmap")

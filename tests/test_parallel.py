@@ -12,7 +12,7 @@ import jax
 import pytest
 
 from agm_jax.train import loop
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, device_env, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,7 @@ def one_device(tmp_path_factory):
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory):
   """Both modes in one 4-device process: one interpreter start, one import."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  env = device_env(4)
   out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("four")),
                         *MODES], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -121,8 +120,7 @@ print("RESULT", json.dumps({
 
 
 def test_agm_transform_in_a_foreign_pmap_loop():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  env = device_env(4)
   out = subprocess.run([sys.executable, "-c", FOREIGN], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
