@@ -1,7 +1,6 @@
 """Reliability: exact resume after kill -9, SIGTERM checkpoints, NaN guard, corrupted
-checkpoints, and one-line errors for bad data — all through launch.py: in subprocesses where
-a run is interrupted by a signal (and for the reference run they are compared with), the
-others in-process (launch's flag parsing and main)."""
+checkpoints, and one-line errors for bad data — all through launch.py: the runs interrupted
+by a signal in subprocesses, every other run in-process (launch's flag parsing and main)."""
 
 import json
 import os
@@ -15,7 +14,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
-from tests.conftest import launch_subprocess as launch
 from tests.conftest import wait_for_checkpoint
 
 TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
@@ -45,10 +43,11 @@ def assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("full"))
-  launch(workdir, *TINY)
+  launch_in_process(workdir, *TINY, check=True)
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])
 def test_exact_resume_after_interruption(tmp_path, uninterrupted, how):
   workdir = str(tmp_path / how)
@@ -60,13 +59,14 @@ def test_exact_resume_after_interruption(tmp_path, uninterrupted, how):
   out, err = proc.communicate(timeout=120)
   if how == "sigterm" and proc.returncode is not None and "saved a checkpoint" in out:
     assert proc.returncode == 0, err[-2000:]
-  resumed = launch(workdir, *TINY)
+  resumed = launch_in_process(workdir, *TINY, check=True)
   assert_same_state(final_state(workdir), final_state(uninterrupted))
   assert read_test_lines(workdir) == read_test_lines(uninterrupted)
   if "saved a checkpoint" in out:
     assert "Resuming from checkpoint" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(launch_cmd(workdir, *TINY, "--config.num_epochs=200"), cwd=ROOT,
@@ -97,16 +97,17 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert any(line["step"] == bad_step for line in lines)
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, uninterrupted):
   workdir = str(tmp_path)
-  launch(workdir, *TINY[1:], "--config.num_epochs=1")
+  launch_in_process(workdir, *TINY[1:], "--config.num_epochs=1", check=True)
   directory = os.path.join(workdir, "checkpoints")
   latest = max(int(d) for d in os.listdir(directory) if d.isdigit())
   for root, _, files in os.walk(os.path.join(directory, str(latest))):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  out = launch(workdir, *TINY)
+  out = launch_in_process(workdir, *TINY, check=True)
   assert "unreadable" in out.stderr
   assert_same_state(final_state(workdir), final_state(uninterrupted))
 
