@@ -22,6 +22,7 @@ def count_fits(monkeypatch):
   return calls
 
 
+@pytest.mark.slow
 def test_concepts_cached_and_competition_logged(tmp_path, count_fits):
   cache = str(tmp_path / "cache")
   c = tiny_config(method="agm", num_epochs=2, **{"competition.enabled": True,

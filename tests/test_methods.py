@@ -366,6 +366,7 @@ LOGGED = {"agm_1": "kappa", "agm_ge": "kappa", "ogm_ge": "coeff", "ogm_ge_ra": "
           "gblending": "coeff", "greedy": "util"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_METHODS)
 def test_one_epoch_of_every_method(tmp_path, name):
   c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0)

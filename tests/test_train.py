@@ -10,6 +10,7 @@ from agm_jax.train import loop, validate
 from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["sum", "concat", "maxout", "film", "input_early"])
 @pytest.mark.parametrize("method", ["joint", "agm"])
 def test_every_fusion_learns(tmp_path, fusion, method):
