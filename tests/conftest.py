@@ -1,10 +1,175 @@
-"""Shared test settings: JAX on CPU, float32, hypothesis profile for slow CPU JIT."""
+"""Shared test settings and helpers: JAX on CPU, a persistent XLA compilation cache, the
+hypothesis profile for slow CPU JIT, the tiny trainer config, and launch.py runners.
 
+The compilation cache is set through environment variables before jax is imported, so the
+subprocesses the tests start (launch.py runs, forced-device-count scripts) inherit it: a
+program compiled once by the test run or by any subprocess is loaded from disk afterwards.
+Location: ``$AGM_JAX_TEST_XLA_CACHE`` (``off`` disables it), else
+``$XDG_CACHE_HOME/agm_jax/xla_test_cache`` (``~/.cache/agm_jax/xla_test_cache``).
+"""
+
+import collections
+import contextlib
+import importlib.util
+import io
+import json
+import logging
 import os
+import sys
+import time
+import warnings
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _xla_cache_dir():
+  value = os.environ.get("AGM_JAX_TEST_XLA_CACHE", "")
+  if value.lower() in ("off", "0", "none", "false"):
+    return None
+  if value:
+    return os.path.abspath(os.path.expanduser(value))
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "agm_jax", "xla_test_cache")
+
+
+XLA_CACHE_DIR = _xla_cache_dir()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# LLVM at -O0: XLA's CPU compile time (most of this suite's time: tiny models, tiny data) is
+# about halved; HLO optimisations still run. XLA_FLAGS naming another level wins.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_backend_optimization_level=0").strip()
+if XLA_CACHE_DIR:
+  os.makedirs(XLA_CACHE_DIR, exist_ok=True)
+  _CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": XLA_CACHE_DIR,
+                # every program, however small or quick to compile (the defaults skip those
+                # under 1 s of compile time, which is most of this suite's)
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  os.environ.update(_CACHE_ENV)
+  if "jax" in sys.modules:   # imported before this file (a plugin): set it directly too
+    import jax  # noqa: E402
+    for _name, _value in _CACHE_ENV.items():
+      _type = int if _name.endswith("BYTES") else (float if _name.endswith("SECS") else str)
+      jax.config.update(_name.lower(), _type(_value))
 
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("agm", max_examples=20, deadline=None, derandomize=True)
 settings.load_profile("agm")
+
+
+def device_env(devices, **extra):
+  """The environment of a subprocess seeing ``devices`` CPU devices (the test run's XLA_FLAGS
+  and compilation cache settings kept)."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags), **extra)
+
+
+# --------------------------------------------------------------------------- tiny trainer
+
+TINY_DATA = dict(num_train=256, num_dep=64, num_test=64, dim_audio=8, dim_visual=8,
+                 memo_dim=0, visual_scale=1.0, audio_reliability=0.9)
+
+
+def tiny_config(**overrides):
+  """The default config on a tiny synthetic task (8 steps an epoch) and a tiny MLP;
+  ``overrides`` are dotted keys, e.g. ``tiny_config(**{"model.fusion": "sum"})``."""
+  from configs import default as default_config  # noqa: PLC0415
+  c = default_config.get_config()
+  c.num_epochs = 2
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.log_every_steps = 4
+  c.checkpoint_every_steps = 5
+  c.competition.enabled = False
+  c.data.synthetic_options = TINY_DATA
+  c.model.encoder_default = dict(type="mlp", hidden=(16,), features=16)
+  c.model.fusion_options.maxout_hidden = 16
+  c.optimizer.learning_rate = 0.05
+  for key, value in overrides.items():
+    target = c
+    *path, last = key.split(".")
+    for p in path:
+      target = target[p]
+    target[last] = value
+  return c
+
+
+def read_lines(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def wait_for_checkpoint(workdir, proc, timeout=300):
+  """Waits until ``workdir`` has a checkpoint while ``proc`` runs."""
+  directory = os.path.join(workdir, "checkpoints")
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    if os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory)):
+      return
+    assert proc.poll() is None, "run ended before its first checkpoint"
+    time.sleep(0.05)
+  raise TimeoutError
+
+
+# --------------------------------------------------------------------------- launch.py
+
+def launch_cmd(workdir, *extra, config="default.py"):
+  return [sys.executable, os.path.join(ROOT, "launch.py"),
+          f"--config={os.path.join(ROOT, 'configs', config)}", f"--workdir={workdir}", *extra]
+
+
+LaunchResult = collections.namedtuple("LaunchResult", "returncode stdout stderr")
+
+
+def _launch_module():
+  """launch.py imported once per process (its absl flags are global)."""
+  module = sys.modules.get("launch")
+  if module is None or os.path.dirname(os.path.abspath(module.__file__)) != ROOT:
+    spec = importlib.util.spec_from_file_location("launch", os.path.join(ROOT, "launch.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["launch"] = module
+    spec.loader.exec_module(module)
+  return module
+
+
+def _reset_flags():
+  from absl import flags  # noqa: PLC0415
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)   # the --config.x overrides are defined while parsing
+  flags.FLAGS.unparse_flags()
+
+
+def launch_in_process(workdir, *extra, config="default.py", check=False):
+  """launch.py's flag parsing and main in this process: the exit code (0 when main returns)
+  and what it printed. ``config_flags`` reads the overrides from ``sys.argv``."""
+  launch = _launch_module()
+  argv = ["launch.py", f"--config={os.path.join(ROOT, 'configs', config)}",
+          f"--workdir={workdir}", *extra]
+  out, err, code = io.StringIO(), io.StringIO(), 0
+  # launch.py's app.run sends warnings logged through the logging module to stderr
+  handler = logging.StreamHandler(err)
+  handler.setLevel(logging.WARNING)
+  logging.getLogger().addHandler(handler)
+  saved_argv = sys.argv
+  _reset_flags()
+  sys.argv = argv
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+        warnings.catch_warnings():
+      # config_flags loads the config file with importlib's deprecated load_module
+      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+      launch.main(launch.parse_flags(argv))
+  except SystemExit as e:
+    code = 0 if e.code is None else e.code
+  finally:
+    logging.getLogger().removeHandler(handler)
+    sys.argv = saved_argv
+    _reset_flags()
+  result = LaunchResult(code, out.getvalue(), err.getvalue())
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from agm_jax import modulation, shapley
 
@@ -76,6 +77,7 @@ def train(method, seed, steps=300, batch=64):
   return acc, np.asarray(shapley.mono_modal_accuracy(phi, yt))
 
 
+@pytest.mark.slow
 def test_agm_lifts_the_weaker_modality():
   runs = {m: [train(m, seed) for seed in range(3)] for m in ("joint", "agm")}
   acc = {m: np.mean([r[0] for r in runs[m]]) for m in runs}

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from agm_jax.train import competition, loop
-from tests.test_train import read_lines, tiny_config
+from tests.conftest import read_lines, tiny_config
 
 
 @pytest.fixture()
@@ -22,6 +22,7 @@ def count_fits(monkeypatch):
   return calls
 
 
+@pytest.mark.slow
 def test_concepts_cached_and_competition_logged(tmp_path, count_fits):
   cache = str(tmp_path / "cache")
   c = tiny_config(method="agm", num_epochs=2, **{"competition.enabled": True,

@@ -51,23 +51,30 @@ def setup(k, seed=0):
   model = Toy(mods)
   rng = np.random.default_rng(seed)
   x = {m: jnp.asarray(rng.normal(size=(5, 4)) + i, jnp.float32) for i, m in enumerate(mods)}
-  variables = model.init(jax.random.key(seed), x, False)
+  # jitted: one compile instead of one per op (the same program for every seed)
+  variables = jax.jit(lambda key, x: model.init(key, x, False))(jax.random.key(seed), x)
   # non-trivial running statistics
-  _, upd = model.apply(variables, jax.tree.map(lambda a: a * 2 + 1, x), True,
-                       mutable=["batch_stats"])
+  _, upd = jax.jit(lambda v, x: model.apply(v, jax.tree.map(lambda a: a * 2 + 1, x), True,
+                                            mutable=["batch_stats"]))(variables, x)
   return model, variables["params"], upd["batch_stats"], x, mods
 
 
 @pytest.fixture(scope="module")
 def paths():
+  """``(k, bn, fast) -> (fn, args)``: ``fn`` returns the subset forward and, in the same
+  program, its Shapley VJP's forward and backward (one compile per path)."""
   out = {}
+  labels = jnp.arange(5) % K
   for k in (2, 3):
     model, params, stats, x, mods = setup(k)
     for bn in ("eval", "batch"):
       for fast in (True, False):
-        fn = jax.jit(lambda p, s, x, bn=bn, fast=fast, model=model, mods=mods:
-                     subsets.subset_forward(model, p, s, x, mods, subset_bn=bn, fast=fast))
-        out[k, bn, fast] = fn, (params, stats, x)
+        def fn(p, s, x, bn=bn, fast=fast, model=model, mods=mods, k=k):
+          f = lambda p: subsets.subset_forward(model, p, s, x, mods, subset_bn=bn,  # noqa: E731
+                                               fast=fast)
+          fwd, backward = shapley.shapley_vjp(f, p, labels, has_aux=True)
+          return f(p), fwd, backward(jnp.linspace(0.5, 1.5, k))
+        out[k, bn, fast] = jax.jit(fn), (params, stats, x)
   return out
 
 
@@ -75,20 +82,15 @@ def paths():
 @pytest.mark.parametrize("bn", ["eval", "batch"])
 def test_fast_equals_generic(paths, k, bn):
   (f_fast, args), (f_gen, _) = paths[k, bn, True], paths[k, bn, False]
-  v1, a1 = f_fast(*args)
-  v2, a2 = f_gen(*args)
+  (v1, a1), fwd1, g1 = f_fast(*args)
+  (v2, a2), fwd2, g2 = f_gen(*args)
   np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(a1.z, a2.z, rtol=1e-5, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), a1.batch_stats,
                a2.batch_stats)
-  labels = jnp.arange(5) % K
-  g = []
-  for f in (f_fast, f_gen):
-    fwd, backward = shapley.shapley_vjp(lambda p: f(p, args[1], args[2]), args[0], labels,
-                                        has_aux=True)
-    g.append(backward(jnp.linspace(0.5, 1.5, k)))
+  for fwd in (fwd1, fwd2):
     np.testing.assert_allclose(fwd.mono_logits.sum(0), fwd.logits, rtol=1e-5, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *g)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g1, g2)
 
 
 def test_eval_semantics_match_definition():
@@ -115,17 +117,23 @@ def test_only_full_pass_updates_running_stats(bn):
 
 def test_eval_mode_changes_no_stats_and_stop_gradient():
   model, params, stats, x, mods = setup(2, seed=3)
-  _, aux = subsets.subset_forward(model, params, stats, x, mods, train=False)
-  jax.tree.map(np.testing.assert_array_equal, aux.batch_stats, stats)
   labels = jnp.array([0, 1, 2, 0, 1])
-  fwd, backward = shapley.shapley_vjp(
-      lambda p: subsets.subset_forward(model, p, stats, x, mods, grad_masked=False), params,
-      labels, has_aux=True)
-  joint = jax.grad(lambda p: shapley.cross_entropy(model.apply(
-      {"params": p, "batch_stats": stats}, x, True, mutable=["batch_stats"])[0][0],
-      labels).mean())(params)
+
+  @jax.jit   # one compile for the three computations
+  def run(params):
+    _, aux = subsets.subset_forward(model, params, stats, x, mods, train=False)
+    fwd, backward = shapley.shapley_vjp(
+        lambda p: subsets.subset_forward(model, p, stats, x, mods, grad_masked=False), params,
+        labels, has_aux=True)
+    joint = jax.grad(lambda p: shapley.cross_entropy(model.apply(
+        {"params": p, "batch_stats": stats}, x, True, mutable=["batch_stats"])[0][0],
+        labels).mean())(params)
+    return aux.batch_stats, backward(jnp.ones(2)), joint
+
+  eval_stats, shapley_grads, joint = run(params)
+  jax.tree.map(np.testing.assert_array_equal, eval_stats, stats)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               backward(jnp.ones(2)), joint)
+               shapley_grads, joint)
 
 
 def test_bad_subset_bn():

@@ -18,7 +18,7 @@ from agm_jax.train import loop
 from agm_jax.transforms import epoch as epoch_tx
 from agm_jax.transforms import greedy as greedy_tx
 from agm_jax.transforms import partition, score_ratio
-from tests.test_train import tiny_config
+from tests.conftest import tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "mslr", "mses",
                "gblending", "greedy")
@@ -371,6 +371,7 @@ LOGGED = {"agm_1": "kappa", "agm_ge": "kappa", "ogm_ge": "coeff", "ogm_ge_ra": "
           "gblending": "coeff", "greedy": "util"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_METHODS)
 def test_one_epoch_of_every_method(tmp_path, name):
   c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0)

@@ -1,6 +1,8 @@
 """Multi-process runs on localhost (jax.distributed, CPU collectives over gloo) against one
 process: the same metrics, concepts and checkpoints; a signal to one process stops both at the
-same step, and the pair resumes. Each run is ``launch.py`` in subprocesses."""
+same step, and the pair resumes. The multi-process runs are ``launch.py`` in subprocesses,
+the one-process reference and the error check run launch's main in-process; all on a tiny
+synthetic task and MLP."""
 
 import json
 import os
@@ -15,14 +17,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from agm_jax.train import parallel
-from tests.test_reliability import wait_for_checkpoint
+from tests.conftest import ROOT, device_env, launch_in_process, wait_for_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
          "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
          "--config.data.synthetic_options.num_train=384",
          "--config.data.synthetic_options.num_dep=96",
          "--config.data.synthetic_options.num_test=96",
+         "--config.data.synthetic_options.dim_audio=8",
+         "--config.data.synthetic_options.dim_visual=8",
+         "--config.data.synthetic_options.memo_dim=0",
          "--config.model.encoder_default.hidden=(16,)",
          "--config.model.encoder_default.features=16"]
 
@@ -33,15 +37,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _args(cache, *extra):
+  return [f"--config.competition.cache_dir={cache}", *SMALL, *extra]
+
+
 def _cmd(workdir, cache, *extra):
   return [sys.executable, os.path.join(ROOT, "launch.py"),
           f"--config={os.path.join(ROOT, 'configs', 'default.py')}", f"--workdir={workdir}",
-          f"--config.competition.cache_dir={cache}", *SMALL, *extra]
-
-
-def _env(devices, **extra):
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+          *_args(cache, *extra)]
 
 
 def start(workdir, cache, *extra, processes=2, devices=1, use_env=False):
@@ -50,12 +53,12 @@ def start(workdir, cache, *extra, processes=2, devices=1, use_env=False):
   port, procs = _free_port(), []
   for i in range(processes):
     if use_env:
-      flags, env = [], _env(devices, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+      flags, env = [], device_env(devices, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                             JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
     else:
       flags = [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
                f"--process_id={i}"]
-      env = _env(devices)
+      env = device_env(devices)
     procs.append(subprocess.Popen(_cmd(workdir, cache, *extra, *flags), cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return procs
@@ -98,11 +101,11 @@ def assert_same_run(workdir, reference):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
+  """The reference: one process, one device (this one)."""
+  assert jax.process_count() == 1 and jax.device_count() == 1
   workdir = str(tmp_path_factory.mktemp("one"))
   cache = str(tmp_path_factory.mktemp("cache_one"))
-  out = subprocess.run(_cmd(workdir, cache), cwd=ROOT, env=_env(1), capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
+  launch_in_process(workdir, *_args(cache), check=True)
   return workdir, cache
 
 
@@ -112,6 +115,7 @@ def two_process_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("cache_two"))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process,
                                                            two_process_cache):
   """sharding mode, 2 processes × 1 device: SIGTERM to process 1 only stops both at the
@@ -135,6 +139,7 @@ def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process
   assert set(os.listdir(cache)) == set(os.listdir(one_process[1]))   # the same concept keys
 
 
+@pytest.mark.slow
 def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_cache):
   """pmap mode, 2 processes × 2 devices, the coordinator given by JAX_* variables."""
   workdir = str(tmp_path / "pmap")
@@ -143,9 +148,10 @@ def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_
   assert_same_run(workdir, one_process[0])
 
 
-def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path):
-  out = subprocess.run(_cmd(str(tmp_path), str(tmp_path), "--num_processes=2"), cwd=ROOT,
-                       env=_env(1), capture_output=True, text=True, timeout=120)
+def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path, monkeypatch):
+  for name in parallel.ENV:
+    monkeypatch.delenv(name, raising=False)
+  out = launch_in_process(str(tmp_path), *_args(str(tmp_path), "--num_processes=2"))
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: a multi-process run needs")
   assert "coordinator_address, process_id" in out.stderr

@@ -1,53 +1,73 @@
 """Data parallelism: 1 device vs 4 (forced host devices) with sharding and pmap, and the
-exported pmap step in a foreign loop. Multi-device runs happen in subprocesses."""
+exported pmap step in a foreign loop. The 4-device runs happen in a subprocess (the device
+count is fixed when jax starts), both modes in one; the 1-device reference runs in-process.
+All on the tiny config, with the default-sized test split (acc compared to 0.005)."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from agm_jax.train import loop
+from tests.conftest import ROOT, device_env, tiny_config
+
+pytestmark = pytest.mark.slow
+
+MODES = ("sharding", "pmap")
+
+
+def config(mode):
+  return tiny_config(method="agm", num_epochs=2, **{"parallel.mode": mode,
+                                                    "data.synthetic_options.num_test": 1200})
+
+
+def run_result(run, summary, workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    train = [json.loads(x) for x in f if '"train"' in x][-1]
+  return {"loss": train["loss"], "acc": summary["final"]["acc"],
+          "devices": run.dp.num_devices, "kappa": train.get("kappa/audio")}
+
 
 SCRIPT = r"""
-import json, sys
-from configs import default
+import json, os, sys
 from agm_jax.train import loop
-c = default.get_config()
-c.num_epochs = 2
-c.competition.enabled = False
-c.parallel.mode = sys.argv[1]
-c.method = sys.argv[2]
-run, state, summary = loop.fit(c, sys.argv[3])
-lines = [json.loads(l) for l in open(sys.argv[3] + "/metrics.jsonl")]
-train = [l for l in lines if l["split"] == "train"][-1]
-print("RESULT", json.dumps({"loss": train["loss"], "acc": summary["final"]["acc"],
-      "devices": run.dp.num_devices, "kappa": train.get("kappa/audio")}))
+from tests.test_parallel import config, run_result
+out = {}
+for mode in sys.argv[2:]:
+  workdir = os.path.join(sys.argv[1], mode)
+  run, state, summary = loop.fit(config(mode), workdir)
+  out[mode] = run_result(run, summary, workdir)
+print("RESULT", json.dumps(out))
 """
 
 
-def _run(tmp_path, devices, mode, method):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", SCRIPT, mode, method,
-                        str(tmp_path / f"{mode}{devices}")], capture_output=True, text=True,
-                       cwd=ROOT, env=env, timeout=600)
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  assert jax.device_count() == 1
+  workdir = str(tmp_path_factory.mktemp("one"))
+  run, _, summary = loop.fit(config("sharding"), workdir)
+  return run_result(run, summary, workdir)
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+  """Both modes in one 4-device process: one interpreter start, one import."""
+  env = device_env(4)
+  out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("four")),
+                        *MODES], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")][-1]
   return json.loads(line.split(" ", 1)[1])
 
 
-@pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
-  return _run(tmp_path_factory.mktemp("one"), 1, "sharding", "agm")
-
-
-@pytest.mark.parametrize("mode", ["sharding", "pmap"])
-def test_one_vs_four_devices(tmp_path, one_device, mode):
-  one = one_device
-  four = _run(tmp_path, 4, mode, "agm")
+@pytest.mark.parametrize("mode", MODES)
+def test_one_vs_four_devices(one_device, four_devices, mode):
+  one, four = one_device, four_devices[mode]
   print(mode, one, four)
+  assert one["devices"] == 1
   assert four["devices"] == 4
   assert abs(four["loss"] - one["loss"]) <= 0.01 * abs(one["loss"])
   assert abs(four["acc"] - one["acc"]) <= 0.005
@@ -100,8 +120,7 @@ print("RESULT", json.dumps({
 
 
 def test_agm_transform_in_a_foreign_pmap_loop():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  env = device_env(4)
   out = subprocess.run([sys.executable, "-c", FOREIGN], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -1,11 +1,11 @@
 """Reliability: exact resume after kill -9, SIGTERM checkpoints, NaN guard, corrupted
-checkpoints, and one-line errors for bad data — all through launch.py in subprocesses."""
+checkpoints, and one-line errors for bad data — all through launch.py: the runs interrupted
+by a signal in subprocesses, every other run in-process (launch's flag parsing and main)."""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -13,7 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
+from tests.conftest import wait_for_checkpoint
+
 TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
         "--config.competition.enabled=False", "--config.checkpoint_every_steps=4",
         "--config.log_every_steps=4", "--config.data.synthetic_options.num_train=384",
@@ -21,19 +23,6 @@ TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_
         "--config.data.synthetic_options.num_test=64",
         "--config.model.encoder_default.hidden=(16,)",
         "--config.model.encoder_default.features=16"]
-
-
-def launch_cmd(workdir, *extra, config="default.py"):
-  return [sys.executable, os.path.join(ROOT, "launch.py"),
-          f"--config={os.path.join(ROOT, 'configs', config)}", f"--workdir={workdir}", *extra]
-
-
-def launch(workdir, *extra, config="default.py", check=True):
-  out = subprocess.run(launch_cmd(workdir, *extra, config=config), capture_output=True,
-                       text=True, cwd=ROOT, timeout=600)
-  if check:
-    assert out.returncode == 0, out.stderr[-3000:]
-  return out
 
 
 def final_state(workdir):
@@ -47,17 +36,6 @@ def read_test_lines(workdir):
     return [json.loads(x) for x in f if '"split": "test"' in x]
 
 
-def wait_for_checkpoint(workdir, proc, timeout=300):
-  directory = os.path.join(workdir, "checkpoints")
-  t0 = time.time()
-  while time.time() - t0 < timeout:
-    if os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory)):
-      return
-    assert proc.poll() is None, "run ended before its first checkpoint"
-    time.sleep(0.05)
-  raise TimeoutError
-
-
 def assert_same_state(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
@@ -65,10 +43,11 @@ def assert_same_state(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("full"))
-  launch(workdir, *TINY)
+  launch_in_process(workdir, *TINY, check=True)
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill9", "sigterm"])
 def test_exact_resume_after_interruption(tmp_path, uninterrupted, how):
   workdir = str(tmp_path / how)
@@ -80,13 +59,14 @@ def test_exact_resume_after_interruption(tmp_path, uninterrupted, how):
   out, err = proc.communicate(timeout=120)
   if how == "sigterm" and proc.returncode is not None and "saved a checkpoint" in out:
     assert proc.returncode == 0, err[-2000:]
-  resumed = launch(workdir, *TINY)
+  resumed = launch_in_process(workdir, *TINY, check=True)
   assert_same_state(final_state(workdir), final_state(uninterrupted))
   assert read_test_lines(workdir) == read_test_lines(uninterrupted)
   if "saved a checkpoint" in out:
     assert "Resuming from checkpoint" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(launch_cmd(workdir, *TINY, "--config.num_epochs=200"), cwd=ROOT,
@@ -102,8 +82,8 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  out = launch(workdir, *TINY, "--config.optimizer.learning_rate=1e12",
-               "--config.optimizer.momentum=0.0", check=False)
+  out = launch_in_process(workdir, *TINY, "--config.optimizer.learning_rate=1e12",
+                          "--config.optimizer.momentum=0.0")
   assert out.returncode == 3, out.stderr[-2000:]
   message = [x for x in out.stderr.splitlines() if x.startswith("error: non-finite")]
   assert message and "at step" in message[0], out.stderr[-2000:]
@@ -117,16 +97,17 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert any(line["step"] == bad_step for line in lines)
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, uninterrupted):
   workdir = str(tmp_path)
-  launch(workdir, *TINY[1:], "--config.num_epochs=1")
+  launch_in_process(workdir, *TINY[1:], "--config.num_epochs=1", check=True)
   directory = os.path.join(workdir, "checkpoints")
   latest = max(int(d) for d in os.listdir(directory) if d.isdigit())
   for root, _, files in os.walk(os.path.join(directory, str(latest))):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  out = launch(workdir, *TINY)
+  out = launch_in_process(workdir, *TINY, check=True)
   assert "unreadable" in out.stderr
   assert_same_state(final_state(workdir), final_state(uninterrupted))
 
@@ -163,9 +144,9 @@ def _nan_inputs():
 ])
 def test_bad_npz_data_is_one_line(tmp_path, overrides, message):
   write_npz(tmp_path / "data", **overrides)
-  out = launch(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
-               "--config.data.modalities=a,b", "--config.num_epochs=1",
-               config="npz_mlp.py", check=False)
+  out = launch_in_process(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
+                          "--config.data.modalities=a,b", "--config.num_epochs=1",
+                          config="npz_mlp.py")
   assert out.returncode == 2, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   errors = [x for x in out.stderr.splitlines() if x.startswith("error:")]
@@ -174,12 +155,12 @@ def test_bad_npz_data_is_one_line(tmp_path, overrides, message):
 
 def test_npz_end_to_end_and_missing_modality(tmp_path):
   write_npz(tmp_path / "data")
-  ok = launch(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
-              "--config.data.modalities=a,b", "--config.num_epochs=1",
-              "--config.batch_size=16", config="npz_mlp.py")
+  ok = launch_in_process(str(tmp_path / "run"), "--config.data.dir=" + str(tmp_path / "data"),
+                         "--config.data.modalities=a,b", "--config.num_epochs=1",
+                         "--config.batch_size=16", config="npz_mlp.py", check=True)
   assert "final test: acc" in ok.stdout
-  bad = launch(str(tmp_path / "run2"), "--config.data.dir=" + str(tmp_path / "data"),
-               "--config.data.modalities=a,c", config="npz_mlp.py", check=False)
+  bad = launch_in_process(str(tmp_path / "run2"), "--config.data.dir=" + str(tmp_path / "data"),
+                          "--config.data.modalities=a,c", config="npz_mlp.py")
   assert bad.returncode == 2 and "'c'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -190,14 +171,14 @@ def test_npz_end_to_end_and_missing_modality(tmp_path):
     (["--config.parallel.mode=tpu"], "valid: sharding, pmap"),
 ])
 def test_validation_before_compile(tmp_path, args, message):
-  out = launch(str(tmp_path), *args, check=False)
+  out = launch_in_process(str(tmp_path), *args)
   assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  out = launch(str(blocker / "run"), check=False)
+  out = launch_in_process(str(blocker / "run"))
   assert out.returncode == 2 and "not writable" in out.stderr
 
 
@@ -223,7 +204,6 @@ def test_a_signal_on_an_epochs_last_step_keeps_its_evaluation(tmp_path):
   resumed run has every epoch's evaluation."""
   import data_pipelines  # noqa: PLC0415
   from agm_jax.train import guard, loop  # noqa: PLC0415
-  from tests.test_train import read_lines, tiny_config  # noqa: PLC0415
   c = tiny_config(method="agm", batch_size=256, num_epochs=2)
   data = _SignalOnFirstTrainBatch(data_pipelines.load(c.data, seed=c.seed))
   with pytest.raises(guard.Preempted):

@@ -13,14 +13,26 @@ from agm_jax import shapley
 from agm_jax.models import build_model
 from agm_jax import subsets
 from agm_jax.train import loop
-from tests.test_train import tiny_config
+from tests.conftest import tiny_config
 
 B, K = 4, 3
 RESNET = dict(type="resnet18", width=4, stage_sizes=(1, 1))   # BatchNorm, residuals; small compile
 MLP = dict(type="mlp", hidden=(8,), features=8)
 
 
+_MADE = {}
+
+
 def make(fusion, k, encoder, dtype="float32"):
+  """Model, params, running statistics, inputs and modalities (built once per arguments; the
+  init and the statistics update are jitted: one compile instead of one per op)."""
+  made = (fusion, k, encoder is RESNET, dtype)
+  if made not in _MADE:
+    _MADE[made] = _make(fusion, k, encoder, dtype)
+  return _MADE[made]
+
+
+def _make(fusion, k, encoder, dtype):
   mods = ("audio", "visual", "text")[:k]
   shapes = {"audio": (16, 12), "visual": (1, 16, 16, 3), "text": (16, 12)} if encoder is RESNET \
       else {m: (6,) for m in mods}
@@ -31,11 +43,12 @@ def make(fusion, k, encoder, dtype="float32"):
   model = build_model(cfg, mods, K, spec)
   rng = np.random.default_rng(k)
   x = {m: jnp.asarray(rng.normal(size=(B, *shapes[m])), jnp.float32) for m in mods}
-  variables = model.init(jax.random.key(0, impl="unsafe_rbg"), x, False)
+  variables = jax.jit(lambda key, x: model.init(key, x, False))(
+      jax.random.key(0, impl="unsafe_rbg"), x)
   stats = variables.get("batch_stats", {})
   if stats:  # non-trivial running statistics
-    _, upd = model.apply(variables, jax.tree.map(lambda a: 2 * a + 1, x), True,
-                         mutable=["batch_stats"])
+    _, upd = jax.jit(lambda v, x: model.apply(v, jax.tree.map(lambda a: 2 * a + 1, x), True,
+                                              mutable=["batch_stats"]))(variables, x)
     stats = upd["batch_stats"]
   return model, variables["params"], stats, x, mods
 

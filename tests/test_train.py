@@ -1,48 +1,16 @@
 """The trainer end to end on tiny synthetic data: every fusion x {joint, agm}, metrics schema,
 checkpoint resume, and one-line errors for bad input."""
 
-import json
 import os
 import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from configs import default as default_config
 from agm_jax.train import loop, validate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_DATA = dict(num_train=256, num_dep=64, num_test=64, dim_audio=8, dim_visual=8,
-                 memo_dim=0, visual_scale=1.0, audio_reliability=0.9)
+from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
 
 
-def tiny_config(**overrides):
-  c = default_config.get_config()
-  c.num_epochs = 2
-  c.batch_size = 32
-  c.eval_batch_size = 64
-  c.log_every_steps = 4
-  c.checkpoint_every_steps = 5
-  c.competition.enabled = False
-  c.data.synthetic_options = TINY_DATA
-  c.model.encoder_default = dict(type="mlp", hidden=(16,), features=16)
-  c.model.fusion_options.maxout_hidden = 16
-  c.optimizer.learning_rate = 0.05
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return c
-
-
-def read_lines(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["sum", "concat", "maxout", "film", "input_early"])
 @pytest.mark.parametrize("method", ["joint", "agm"])
 def test_every_fusion_learns(tmp_path, fusion, method):
@@ -115,20 +83,23 @@ def test_transform_argument_errors_name_the_config_key():
     loop.Run(tiny_config(method="ogm", **{"ogm.alpha": -1.0}))
 
 
-def _launch(tmp_path, *args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"),
-                         "--config=" + os.path.join(ROOT, "configs", "default.py"),
-                         f"--workdir={tmp_path}", *args], capture_output=True, text=True,
-                        cwd=ROOT, timeout=300)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--config.method=foo"], "error: unknown method 'foo'; valid: joint, agm, unimodal"),
     (["--config.data.modalities=audio,text"], "error: modality 'text' is not in the data"),
     (["--config.no_such_key=1"], "no_such_key"),
 ])
 def test_launch_bad_input_is_one_line(tmp_path, args, message):
-  out = _launch(tmp_path, *args)
+  """launch.py's parsing and main in-process (no new interpreter and import per case)."""
+  out = launch_in_process(tmp_path, *args)
   assert out.returncode != 0
   assert message in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_launch_script_bad_input_is_one_line(tmp_path):
+  """The one real ``python launch.py`` run: app.run, the flags parser and the exit code."""
+  out = subprocess.run(launch_cmd(tmp_path, "--config.method=foo"), capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith("error: unknown method 'foo'; valid: ")
   assert "Traceback" not in out.stderr
