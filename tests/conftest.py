@@ -1,30 +1,39 @@
-"""Shared test settings and helpers: JAX on CPU, a persistent XLA compilation cache, the
-hypothesis profile for slow CPU JIT, the tiny trainer config, and launch.py runners.
+"""Shared test settings and helpers: JAX on CPU, fast XLA compiles shared through a persistent
+cache, the hypothesis profile for slow CPU JIT, the tiny trainer config, launch.py runners.
 
-The compilation cache is set through environment variables before jax is imported, so the
-subprocesses the tests start (launch.py runs, forced-device-count scripts) inherit it: a
-program compiled once by the test run or by any subprocess is loaded from disk afterwards.
-Location: ``$AGM_JAX_TEST_XLA_CACHE`` (``off`` disables it), else
-``$XDG_CACHE_HOME/agm_jax/xla_test_cache`` (``~/.cache/agm_jax/xla_test_cache``).
+Compiling (not running) is most of this suite's time: tiny models on tiny data. So, set
+through environment variables before jax is imported, which the subprocesses the tests start
+(launch.py runs, forced-device-count scripts) inherit:
+
+* a persistent compilation cache: a program compiled once by the test run or any of its
+  subprocesses is loaded from disk afterwards. ``$AGM_JAX_TEST_XLA_CACHE`` (``off`` disables
+  it), else ``$XDG_CACHE_HOME/agm_jax/xla_test_cache`` (``~/.cache/agm_jax/xla_test_cache``).
+* cheaper XLA CPU code generation (``FAST_COMPILE_FLAGS``: LLVM at -O0, the classic fusion
+  emitters; about 3-5x faster compiles, same HLO optimisations). ``AGM_JAX_TEST_FAST_COMPILE=0``
+  compiles with XLA's defaults; a level or emitter choice already in XLA_FLAGS wins.
 """
 
 import collections
 import contextlib
+import importlib.metadata
 import importlib.util
 import io
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFF = ("0", "off", "false", "no", "none")
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 
 def _xla_cache_dir():
   value = os.environ.get("AGM_JAX_TEST_XLA_CACHE", "")
-  if value.lower() in ("off", "0", "none", "false"):
+  if value.lower() in OFF:
     return None
   if value:
     return os.path.abspath(os.path.expanduser(value))
@@ -32,15 +41,49 @@ def _xla_cache_dir():
   return os.path.join(base, "agm_jax", "xla_test_cache")
 
 
+def _accepted_xla_flags(flags, cache_dir):
+  """The subset of ``flags`` this jaxlib's XLA accepts (it aborts on an unknown XLA_FLAGS
+  entry): probed once per jaxlib version in a subprocess, remembered in ``cache_dir``."""
+  try:
+    version = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    return []
+  memo = os.path.join(cache_dir, f"accepted_xla_flags-jaxlib-{version}.json") if cache_dir \
+      else None
+  known = {}
+  if memo and os.path.exists(memo):
+    with open(memo) as f:
+      known = json.load(f)
+
+  def accepted(group):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(group))
+    return subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"], env=env,
+                          capture_output=True, timeout=300).returncode == 0
+
+  unknown = [f for f in flags if f not in known]
+  if unknown:
+    if accepted(unknown):
+      known.update(dict.fromkeys(unknown, True))
+    else:
+      known.update({f: accepted([f]) for f in unknown})
+    if memo:
+      with open(memo + f".{os.getpid()}", "w") as f:
+        json.dump(known, f)
+      os.replace(memo + f".{os.getpid()}", memo)
+  return [f for f in flags if known[f]]
+
+
 XLA_CACHE_DIR = _xla_cache_dir()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# LLVM at -O0: XLA's CPU compile time (most of this suite's time: tiny models, tiny data) is
-# about halved; HLO optimisations still run. XLA_FLAGS naming another level wins.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_backend_optimization_level=0").strip()
 if XLA_CACHE_DIR:
   os.makedirs(XLA_CACHE_DIR, exist_ok=True)
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF:
+  _wanted = [f for f in FAST_COMPILE_FLAGS
+             if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
+  if _wanted:
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), *_accepted_xla_flags(_wanted, XLA_CACHE_DIR)]).strip()
+if XLA_CACHE_DIR:
   _CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": XLA_CACHE_DIR,
                 # every program, however small or quick to compile (the defaults skip those
                 # under 1 s of compile time, which is most of this suite's)
@@ -173,3 +216,17 @@ def launch_in_process(workdir, *extra, config="default.py", check=False):
   if check:
     assert result.returncode == 0, result.stderr[-3000:]
   return result
+
+
+# --------------------------------------------------------------------------- scheduling
+
+# The modules with the longest single tests (multi-process runs, forced-device and signalled
+# subprocesses, the ResNet compiles) start first: with pytest-xdist's ``--dist loadscope``
+# (whole modules per worker, in this order) the two workers then finish together.
+START_FIRST = ("test_multiprocess.py", "test_parallel.py", "test_reliability.py",
+               "test_speed.py")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: START_FIRST.index(item.path.name)
+             if item.path.name in START_FIRST else len(START_FIRST))
