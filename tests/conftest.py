@@ -8,7 +8,7 @@ through environment variables before jax is imported, which the subprocesses the
 * a persistent compilation cache: a program compiled once by the test run or any of its
   subprocesses is loaded from disk afterwards. ``$AGM_JAX_TEST_XLA_CACHE`` (``off`` disables
   it), else ``$XDG_CACHE_HOME/agm_jax/xla_test_cache`` (``~/.cache/agm_jax/xla_test_cache``).
-* cheaper XLA CPU code generation (``FAST_COMPILE_FLAGS``: LLVM at -O0, the classic fusion
+* on CPU, cheaper XLA code generation (``FAST_COMPILE_FLAGS``: LLVM at -O0, the classic fusion
   emitters; about 3-5x faster compiles, same HLO optimisations). ``AGM_JAX_TEST_FAST_COMPILE=0``
   compiles with XLA's defaults; a level or emitter choice already in XLA_FLAGS wins.
 """
@@ -66,7 +66,7 @@ def _accepted_xla_flags(flags, cache_dir):
       known.update(dict.fromkeys(unknown, True))
     else:
       known.update({f: accepted([f]) for f in unknown})
-    if memo:
+    if memo and any(known.values()):   # (nothing accepted: jax itself may be failing)
       with open(memo + f".{os.getpid()}", "w") as f:
         json.dump(known, f)
       os.replace(memo + f".{os.getpid()}", memo)
@@ -77,7 +77,8 @@ XLA_CACHE_DIR = _xla_cache_dir()
 if XLA_CACHE_DIR:
   os.makedirs(XLA_CACHE_DIR, exist_ok=True)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF:
+if (os.environ["JAX_PLATFORMS"] == "cpu" and
+    os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF):
   _wanted = [f for f in FAST_COMPILE_FLAGS
              if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
   if _wanted:

@@ -3,6 +3,7 @@
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_pipelines
-from data_pipelines.builders import audio, prepare, preprocess, registry
-from data_pipelines.fabricated import layouts
+from data_pipelines.builders import audio, prepare, preprocess, registry, video
 from data_pipelines.builders.common import LayoutError, SkipLog
+from data_pipelines.fabricated import layouts
 
 tfds.disable_progress_bar()
 
@@ -136,7 +137,6 @@ def test_cremad_frames_from_video_when_frames_are_missing(tmp_path):
 
 
 def test_cremad_video_without_av_names_the_package(tmp_path, monkeypatch):
-  from data_pipelines.builders import video
   clips = [c for c, _ in layouts.cremad_clips("train", 1)]
   layouts.write_cremad(str(tmp_path / "raw"), num_train=1, num_test=0)
   os.rename(tmp_path / "raw" / "Image-01-FPS", tmp_path / "raw" / "frames_elsewhere")
@@ -209,7 +209,6 @@ def test_prepare_cli_prints_split_sizes(avmnist_raw, tmp_path):
 
 
 def test_avmnist_mismatched_arrays_name_the_files(avmnist_raw, tmp_path):
-  import shutil
   shutil.copytree(avmnist_raw / "raw", tmp_path / "raw")
   np.save(tmp_path / "raw" / "test_labels.npy", np.zeros(7, np.int64))
   with pytest.raises(ValueError, match=r"image/test_data.npy has 20 rows but test_labels.npy"):

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agm_jax import shapley
-from agm_jax import subsets
+from agm_jax import shapley, subsets
 
 K = 3
 

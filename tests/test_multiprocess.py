@@ -54,7 +54,7 @@ def start(workdir, cache, *extra, processes=2, devices=1, use_env=False):
   for i in range(processes):
     if use_env:
       flags, env = [], device_env(devices, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                            JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
+                                  JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
     else:
       flags = [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
                f"--process_id={i}"]

@@ -13,8 +13,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
-from tests.conftest import wait_for_checkpoint
+from tests.conftest import (
+  ROOT,
+  launch_cmd,
+  launch_in_process,
+  read_lines,
+  tiny_config,
+  wait_for_checkpoint,
+)
 
 TINY = ["--config.num_epochs=3", "--config.batch_size=32", "--config.eval_batch_size=64",
         "--config.competition.enabled=False", "--config.checkpoint_every_steps=4",

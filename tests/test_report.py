@@ -43,7 +43,7 @@ def make_run(root, name, *, method, seed=0, dataset="synthetic", fusion="concat"
     lines.append(test)
   text = "".join(json.dumps(l) + "\n" for l in lines)
   if truncate:
-    text += '{"step": 999, "epoch": %d, "split": "te' % epochs
+    text += f'{{"step": 999, "epoch": {epochs}, "split": "te'
   (path / "metrics.jsonl").write_text(text)
   if summary:
     s = {"final": dict(lines[-1], split=None), "best": lines[-1]}

@@ -9,9 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agm_jax import shapley
+from agm_jax import shapley, subsets
 from agm_jax.models import build_model
-from agm_jax import subsets
 from agm_jax.train import loop
 from tests.conftest import tiny_config
 
