@@ -13,28 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tiny_problem import MODS, make_data, numpy_init
 
 from agm_jax import compat, modulation, shapley
 
-MODS = ("audio", "visual")
-
-
-def make_data(n=128, seed=0):
-  """Two modalities; the label depends on both, audio more strongly."""
-  rng = np.random.default_rng(seed)
-  audio = rng.normal(size=(n, 4)).astype(np.float32)
-  visual = rng.normal(size=(n, 3)).astype(np.float32)
-  labels = (2.0 * audio[:, 0] + visual[:, 0] + visual[:, 1] > 0).astype(np.int32)
-  return {"audio": audio, "visual": visual}, labels
-
-
-def numpy_init(abstract, seed=0, scale=0.3):
-  """Random arrays in the shapes of ``abstract`` (ShapeDtypeStructs), drawn with NumPy: the
-  jax.random initialisers take seconds to compile on a CPU, and this example runs in the test
-  suite. ``model.init(jax.random.key(0), sample)`` works the same."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype),
-                      abstract)
 
 class LateFusion(nn.Module):
   """One tanh encoder per modality (``encoders_<m>``, as ``transforms.partition`` expects)

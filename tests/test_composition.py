@@ -11,6 +11,7 @@ and small: the suite's time budget.
 import ast
 import importlib.util
 import os
+import sys
 from typing import Any
 
 import jax
@@ -407,6 +408,8 @@ def load_example(name):
   """Imports examples/<name>.py in-process (no subprocess: compiled functions are shared)."""
   if name == "equinox_loop":
     pytest.importorskip("equinox")
+  if os.path.join(ROOT, "examples") not in sys.path:   # as `python examples/<name>.py` runs
+    sys.path.insert(0, os.path.join(ROOT, "examples"))  # it: tiny_problem.py beside it
   spec = importlib.util.spec_from_file_location(f"examples_{name}",
                                                 os.path.join(ROOT, "examples", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
@@ -425,8 +428,8 @@ PUBLIC = ("agm_jax.modulation", "agm_jax.shapley", "agm_jax.transforms", "agm_ja
 
 def test_every_example_is_tested_and_uses_only_the_public_library():
   files = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py"))
-  assert files == sorted(EXAMPLES)
-  for name in EXAMPLES:
+  assert files == sorted(EXAMPLES + ("tiny_problem",))   # the examples and their shared problem
+  for name in EXAMPLES + ("tiny_problem",):
     with open(os.path.join(ROOT, "examples", f"{name}.py")) as f:
       tree = ast.parse(f.read())
     for node in ast.walk(tree):
