@@ -57,7 +57,10 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
       model, p0, stats, inputs, feats, ctx.modalities, train=True,
       masked_train=subsets.masked_train_mode(True, ctx.subsets.bn, stats),
       pad=ctx.subsets.pad, key=rng)
-  (full, _), _ = subsets.apply(model, p0, stats, feats, train=True, method="fuse")
+  if feature_fn is None:   # the training forward already ran the head on these features
+    full = logits.astype(masked.dtype)
+  else:
+    (full, _), _ = subsets.apply(model, p0, stats, feats, train=True, method="fuse")
   v = jax.lax.stop_gradient(jnp.concatenate([masked, full[None]], 0))
   return LateStep(grads, unimodal.astype(jnp.float32), stats,
                   shapley_metrics(v, loss, logits, labels, ctx.modalities))
