@@ -8,6 +8,7 @@ Sources: batch 64, 100 epochs, learning rate 1e-4, alpha 2.5 — the released AG
 AV-MNIST command; SGD momentum 0.9, weight decay 1e-4, StepLR(70, 0.1) — its task files.
 """
 
+
 import ml_collections
 
 from configs import default
@@ -24,7 +25,8 @@ def get_config():
                           image=dict(type="resnet18", width=16))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-4, momentum=0.9, weight_decay=1e-4, schedule="step",
-      decay_epochs=70, decay_rate=0.1, grad_clip=0.0))
+      decay_epochs=70, decay_rate=0.1, grad_clip=0.0,
+      conditional_clip=dict(c.optimizer.conditional_clip)))
   c.agm.alpha = 2.5
   c.agm.end_epoch = 1_000_000
   return c

@@ -17,6 +17,7 @@ Sources of the hyper-parameters:
 * masked passes with running BatchNorm statistics (`subsets.bn="eval"`), as the released code.
 """
 
+
 import ml_collections
 
 from configs import default
@@ -36,7 +37,8 @@ def get_config():
                           visual=dict(type="resnet18", width=64))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-3, momentum=0.9, weight_decay=1e-4, schedule="step",
-      decay_epochs=70, decay_rate=0.1, grad_clip=0.0))
+      decay_epochs=70, decay_rate=0.1, grad_clip=0.0,
+      conditional_clip=dict(c.optimizer.conditional_clip)))
   c.agm.alpha = 1.0
   c.agm.clip = 10.0
   c.agm.start_epoch = 0

@@ -47,7 +47,11 @@ def get_config():
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=1e-4,
-      schedule="step", decay_epochs=(15,), decay_rate=0.1, grad_clip=0.0))
+      schedule="step", decay_epochs=(15,), decay_rate=0.1, grad_clip=0.0,
+      # The released AGM code's clip: when an entry of the fusion output layer's weight
+      # gradient leaves [-threshold, threshold], clip the global norm to max_norm; for the
+      # methods listed (comma-separated; "*": every multimodal method; threshold 0: off).
+      conditional_clip=dict(threshold=0.0, max_norm=1.0, methods="*")))
 
   # How every method runs the 2**k masked passes: BatchNorm in the masked passes ("eval":
   # running statistics, the released AGM code; "batch"), what replaces an absent modality
@@ -61,13 +65,14 @@ def get_config():
   # outside it the coefficients are 1 and the running statistics still update.
   always = dict(start_epoch=0, end_epoch=1_000_000)
   c.joint = ml_collections.ConfigDict()
-  # AGM (ICCV 2023): alpha 1.0 (released default), clip 10 (its CREMA-D main); reference
-  # "running_mean" (Algorithm 1) or "one" (the AGM(1) ablation, Table 8).
+  # AGM (ICCV 2023): alpha 1.0 (released default), clip 10 (its CREMA-D main; inf = no
+  # bound); reference "running_mean" (Algorithm 1) or "one" (the AGM(1) ablation, Table 8);
+  # outside: kappa outside the window, "one" or "hold" (the last kappa: the released code).
   c.agm = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
-                                         **always))
-  c.agm_1 = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, **always))
+                                         outside="one", **always))
+  c.agm_1 = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, outside="one", **always))
   c.agm_ge = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
-                                            **always))
+                                            outside="one", **always))
   # The mono-modal concept (competition probe) trains method=unimodal on one modality.
   c.unimodal = ml_collections.ConfigDict(dict(modality="audio"))
   # OGM-GE and OGM-GE-RA (CVPR 2022 README: alpha 0.1); noise=False gives plain OGM.

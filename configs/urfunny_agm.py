@@ -12,6 +12,7 @@ learning rate, batch size and epochs are this config's choice (the released code
 from the command line) — change them with --config.optimizer.learning_rate etc.
 """
 
+
 import ml_collections
 
 from configs import default
@@ -31,7 +32,8 @@ def get_config():
   c.model.encoders = dict(audio=dict(tf), visual=dict(tf), text=dict(tf))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-3, momentum=0.9, weight_decay=1e-4, schedule="step",
-      decay_epochs=30, decay_rate=0.1, grad_clip=0.0))
+      decay_epochs=30, decay_rate=0.1, grad_clip=0.0,
+      conditional_clip=dict(c.optimizer.conditional_clip)))
   c.agm.alpha = 1.0
   c.agm.clip = 7.0
   c.agm.end_epoch = 1_000_000

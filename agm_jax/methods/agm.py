@@ -8,8 +8,10 @@ transform (``transforms/agm.py``), and ONE backward pass with cotangent
 stops them: then ``g^m`` would not be modality m's share of the gradient).
 
 Config section ``agm``: ``alpha``, ``clip``, ``reference`` ("running_mean", or "one": the
-AGM(1) ablation), ``start_epoch``/``end_epoch`` (the modulation window; outside it kappa = 1
-while the running mean still updates). The masked passes follow the ``subsets`` section.
+AGM(1) ablation), ``start_epoch``/``end_epoch`` (the modulation window), ``outside``: the
+coefficients outside the window, "one" or "hold" (the last kappa, as the released code's
+backward hooks keep it); the running mean updates every step either way. The masked passes
+follow the ``subsets`` section.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class HParams:
   alpha: float
   clip: float
   reference: str
+  outside: str
   window: Window
 
 
@@ -44,7 +47,7 @@ def hparams(section) -> HParams:
 def make_tx(ctx, base):
   hp = ctx.hp
   return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
-                                   reference=hp.reference,
+                                   reference=hp.reference, outside=hp.outside,
                                    axis_name=ctx.axis_name), base)
 
 

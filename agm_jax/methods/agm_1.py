@@ -6,7 +6,7 @@ Identical to ``agm`` except ``tau^m = 1`` instead of the running-mean reference:
 
 so the coefficients push the modalities toward equal mono-modal cross-entropy rather than
 resisting *changes* in their balance (``transforms.agm.agm(..., reference="one")``).
-Config section ``agm_1``: ``alpha``, ``clip``, ``start_epoch``, ``end_epoch``.
+Config section ``agm_1``: ``alpha``, ``clip``, ``outside``, ``start_epoch``, ``end_epoch``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from agm_jax.transforms.agm import agm as agm_transform
 class HParams:
   alpha: float
   clip: float
+  outside: str
   window: Window
 
 
@@ -34,7 +35,7 @@ def hparams(section) -> HParams:
 def make_tx(ctx, base):
   hp = ctx.hp
   return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k, reference="one",
-                                   axis_name=ctx.axis_name), base)
+                                   outside=hp.outside, axis_name=ctx.axis_name), base)
 
 
 METHOD = Method(name="agm_1", hparams=hparams, gradients=agm.gradients, make_tx=make_tx,

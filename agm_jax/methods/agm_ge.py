@@ -6,7 +6,8 @@ every encoder kernel ``g`` (``encoders_<i>``, ndim >= 2) becomes ``g + N(0, std(
 
     optax.chain(agm(alpha, clip, num_modalities=k), ge_noise(seed), base)
 
-Config section ``agm_ge``: ``alpha``, ``clip``, ``reference``, ``start_epoch``, ``end_epoch``;
+Config section ``agm_ge``: ``alpha``, ``clip``, ``reference``, ``outside``, ``start_epoch``,
+``end_epoch``;
 the noise key is seeded by the run's ``seed``.
 """
 
@@ -23,7 +24,7 @@ from agm_jax.transforms.agm import agm as agm_transform
 def make_tx(ctx, base):
   hp = ctx.hp
   return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
-                                   reference=hp.reference,
+                                   reference=hp.reference, outside=hp.outside,
                                    axis_name=ctx.axis_name),
                      ge.ge_noise(seed=ctx.seed), base)
 

@@ -34,6 +34,12 @@ _ENCODER_KEYS = {
 }
 
 
+# The last linear layer's kernel(s) in every model here (``fusion/classifier``, a sum head's
+# ``fusion/classifier_<i>``, an input-early model's ``classifier``): what the released AGM
+# code's conditional clip watches (``agm_jax.transforms.clip``).
+OUTPUT_LAYER = r"^(fusion/)?classifier(_\d+)?/kernel$"
+
+
 def lengths_key(modality: str) -> str:
   """The optional companion key holding a modality's sequence lengths ``(B,)``."""
   return f"{modality}_lengths"

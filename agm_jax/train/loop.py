@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 import data_pipelines
 from agm_jax import methods, modalities, subsets
 from agm_jax.models import build_model
+from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import guard, parallel
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
@@ -114,7 +115,8 @@ class Run:
         self.model, self.modalities, self.hp, subsets.Settings(**config.subsets),
         axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods)
     self.window = methods.window(self.hp)
-    base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs)
+    base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs,
+                                    method=config.method, output_layer=OUTPUT_LAYER)
     self.tx = methods.make_tx(self.method, self.ctx, base, config)
     self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
                                                  axis_name=self.axis_name)

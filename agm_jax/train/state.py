@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from agm_jax.transforms import clip
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -42,14 +44,30 @@ def learning_rate_schedule(opt_config, steps_per_epoch: int, num_epochs: int):
   raise ValueError(f"unknown optimizer.schedule {name!r}; valid: {', '.join(SCHEDULES)}")
 
 
-def base_optimizer(opt_config, steps_per_epoch: int, num_epochs: int):
-  """Optional global-norm clip, L2 weight decay (added to the gradient, as PyTorch's SGD
-  ``weight_decay``), then SGD with momentum or Adam."""
+def conditional_clip_applies(opt_config, method: str) -> bool:
+  """Whether ``optimizer.conditional_clip`` is on for ``method`` (never for the mono-modal
+  concept, ``unimodal``: the released code's single-modality branch does not clip)."""
+  cc = opt_config.conditional_clip
+  if not float(cc.threshold) or method == "unimodal":
+    return False
+  names = [n.strip() for n in str(cc.methods).split(",") if n.strip()]
+  return "*" in names or method in names
+
+
+def base_optimizer(opt_config, steps_per_epoch: int, num_epochs: int, *, method: str = "",
+                   output_layer: str = ""):
+  """Optional global-norm clip, the released AGM code's conditional clip
+  (``optimizer.conditional_clip``, watching ``output_layer``), L2 weight decay (added to the
+  gradient, as PyTorch's SGD ``weight_decay``), then SGD with momentum or Adam."""
   schedule = learning_rate_schedule(opt_config, steps_per_epoch, num_epochs)
   name = opt_config.name
   parts = []
   if opt_config.grad_clip:
     parts.append(optax.clip_by_global_norm(float(opt_config.grad_clip)))
+  if conditional_clip_applies(opt_config, method):
+    cc = opt_config.conditional_clip
+    parts.append(clip.clip_by_global_norm_if(float(cc.threshold), float(cc.max_norm),
+                                             where=output_layer))
   wd = float(opt_config.weight_decay)
   if name == "sgd":
     if wd:

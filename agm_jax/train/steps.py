@@ -37,6 +37,9 @@ def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
   metrics = dict(out.metrics)
   metrics["grad_norm"] = optax.tree.norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
+  clipped = optax.tree_utils.tree_get(opt_state, "clipped")
+  if clipped is not None:   # optimizer.conditional_clip: the fraction of steps it clipped
+    metrics["clipped"] = clipped
   if axis_name is not None:
     metrics = jax.lax.pmean(metrics, axis_name)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=out.batch_stats,

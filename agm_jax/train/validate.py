@@ -46,6 +46,13 @@ def validate_config(config) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   _need(int(config.checkpoint_every_steps) >= 0, "checkpoint_every_steps must be >= 0")
+  cc = config.optimizer.conditional_clip
+  _need(float(cc.threshold) >= 0, "optimizer.conditional_clip.threshold must be >= 0 (0: off), "
+        f"got {cc.threshold}")
+  _need(float(cc.max_norm) > 0, "optimizer.conditional_clip.max_norm must be > 0, got "
+        f"{cc.max_norm}")
+  for name in (n.strip() for n in str(cc.methods).split(",") if n.strip()):
+    _choice(name, ("*", *methods.NAMES), "optimizer.conditional_clip.methods entry")
 
 
 def validate_workdir(workdir: str | None) -> str:

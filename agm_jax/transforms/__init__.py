@@ -6,6 +6,7 @@ One module per family, each with its formulas, paper and state:
 * ``ge``: OGM-GE's generalisation enhancement — :func:`ge_noise`, :func:`add_ge_noise`;
 * ``score_ratio``: OGM-GE, OGM-GE-RA, OGM and OPM — :func:`ogm_ge`, :func:`ogm`, :func:`opm`;
 * ``epoch``: coefficients updated at epoch end — :func:`mslr`, :func:`mses`, :func:`blend`;
+* ``clip``: the released AGM code's conditional global-norm clip — :func:`clip_by_global_norm_if`;
 * ``greedy``: Greedy's re-balancing schedule — :func:`greedy_schedule`;
 * ``partition``: which parameters are modality m's (``encoders_<m>``);
 * ``common``: the shared batch statistic, running mean, combination and keyword check.
@@ -19,6 +20,7 @@ and wrappers wrap the base optimiser after it: docs/COMPOSING.md.
 """
 
 from agm_jax.transforms.agm import AGMState, agm, agm_coefficients
+from agm_jax.transforms.clip import ConditionalClipState, clip_by_global_norm_if
 from agm_jax.transforms.common import EXTRA_ARGS, combine, running_mean
 from agm_jax.transforms.epoch import (
                                       BlendState,
@@ -35,7 +37,8 @@ from agm_jax.transforms.ge import GENoiseState, add_ge_noise, ge_noise
 from agm_jax.transforms.greedy import GreedyState, greedy_schedule, utilisation_rates
 from agm_jax.transforms.score_ratio import OGMState, OPMState, ogm, ogm_ge, ogm_scores, opm
 
-__all__ = ["AGMState", "BlendState", "EXTRA_ARGS", "GENoiseState", "GreedyState", "MSESState",
+__all__ = ["AGMState", "BlendState", "ConditionalClipState", "EXTRA_ARGS",
+           "clip_by_global_norm_if", "GENoiseState", "GreedyState", "MSESState",
            "MSLRState", "OGMState", "OPMState", "add_ge_noise", "agm", "agm_coefficients",
            "blend", "blend_epoch_update", "combine", "ge_noise", "greedy_schedule", "mses",
            "mses_epoch_update", "mslr", "mslr_epoch_update", "ogm", "ogm_ge", "ogm_scores",

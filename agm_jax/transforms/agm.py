@@ -58,6 +58,7 @@ from agm_jax.transforms.common import (
 )
 
 REFERENCES = ("running_mean", "one")
+OUTSIDE = ("one", "hold")
 EXPECTS = "per-modality gradients (leading axis k={k}) or a linear function kappa -> grads"
 
 
@@ -89,18 +90,31 @@ class AGMState(NamedTuple):
   """AGM's state: checkpoint it with the optimiser (the running mean spans the whole run)."""
   running_ce: jax.Array  # (k,) cumulative mean of the mono-modal cross-entropies
   count: jax.Array       # int32 (): steps seen (with finite mono_ce), t
-  kappa: jax.Array       # (k,) the coefficients of the last update (for logging)
+  kappa: jax.Array       # (k,) the coefficients of the last finite update (held, logged)
+
+
+def outside_kappa(kappa: jax.Array, previous: jax.Array, active, outside: str) -> jax.Array:
+  """The coefficients a step applies: ``kappa`` inside the modulation window; outside it 1
+  (``outside="one"``) or the last coefficients applied (``"hold"``: the released code's
+  backward hooks keep the scale last set, so after the window the last kappa stays; before
+  the window ``previous`` is still the initial 1)."""
+  if outside == "one":
+    return jnp.where(active, kappa, jnp.ones_like(kappa))
+  if outside == "hold":
+    return jnp.where(active, kappa, previous)
+  raise ValueError(f"outside {outside!r} is unknown; valid: {', '.join(OUTSIDE)}")
 
 
 def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
-        reference: str = "running_mean",
+        reference: str = "running_mean", outside: str = "one",
         axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
   """Adaptive Gradient Modulation (ICCV 2023) as an optax gradient transformation.
 
   ``update(per_modality_grads, state, params=None, *, mono_ce, active=True)`` returns
   ``(sum_m kappa^m g^m, new_state)``. ``kappa`` uses the running mean *before* this step's
-  update; ``active=False`` (outside the modulation window) gives kappa = 1 while the running
-  mean still updates. A step whose ``mono_ce`` is not finite leaves the running mean and the
+  update; ``active=False`` (outside the modulation window) applies 1 (``outside="one"``) or
+  the last kappa applied (``outside="hold"``, the released code) while the running mean
+  still updates. A step whose ``mono_ce`` is not finite leaves the running mean and the
   count unchanged (its kappa is not finite: a guard such as ``optax.apply_if_finite`` after
   ``agm`` rejects that update, and the step leaves no trace). With ``axis_name`` (inside
   ``pmap``/``shard_map``) ``mono_ce`` is ``pmean``-ed first so every device uses the global
@@ -112,9 +126,11 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
 
   Args:
     alpha: modulation strength, >= 0 (0 = plain joint training).
-    clip: upper bound of ``tau - r`` in the exponent, > 0 (10 for CREMA-D, 7 for UR-Funny).
+    clip: upper bound of ``tau - r`` in the exponent, > 0 (released code: 10 for CREMA-D, 7
+      for UR-Funny; ``float("inf")``: no bound, as its AV-MNIST, AVE and MOSEI runs).
     num_modalities: k >= 2.
     reference: "running_mean" (AGM) or "one" (the AGM(1) ablation, Table 8).
+    outside: kappa outside the window: "one" or "hold" (see above).
     axis_name: a mapped axis to average ``mono_ce`` over.
   """
   k = check_num_modalities(num_modalities)
@@ -122,6 +138,8 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
   check_value("clip", clip, lambda c: c > 0, "must be > 0")
   if reference not in REFERENCES:
     raise ValueError(f"reference {reference!r} is unknown; valid: {list(REFERENCES)}")
+  if outside not in OUTSIDE:
+    raise ValueError(f"outside {outside!r} is unknown; valid: {', '.join(OUTSIDE)}")
 
   def init_fn(params):
     del params
@@ -136,12 +154,13 @@ def agm(alpha: float, clip: float = 10.0, *, num_modalities: int,
     mono_ce = batch_statistic(mono_ce, k, "mono_ce", axis_name)
     kappa = agm_coefficients(mono_ce, state.running_ce, alpha=alpha, clip=clip,
                              reference=reference)
-    kappa = jnp.where(active, kappa, jnp.ones_like(kappa))
+    kappa = outside_kappa(kappa, state.kappa, active, outside)
     count = state.count + 1
     finite = jnp.isfinite(mono_ce).all()
     new_state = AGMState(jnp.where(finite, running_mean(state.running_ce, mono_ce, count),
                                    state.running_ce),
-                         jnp.where(finite, count, state.count), kappa)
+                         jnp.where(finite, count, state.count),
+                         jnp.where(finite, kappa, state.kappa))
     return combine(updates, kappa), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,159 @@
+"""The AGM paper's training rules as the released code runs them: the conditional
+gradient-norm clip, kappa held after the modulation window, the unbounded exponent, and the
+trainer wiring (hand-computed values)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from agm_jax.models.classifier import OUTPUT_LAYER
+from agm_jax.train import loop, state, validate
+from agm_jax.transforms import clip
+from agm_jax.transforms.agm import agm, agm_coefficients
+from tests.conftest import read_lines, tiny_config
+
+WHERE = OUTPUT_LAYER
+
+
+def grads(out_kernel, enc_kernel):
+  return {"fusion": {"classifier": {"kernel": jnp.asarray(out_kernel, jnp.float32),
+                                    "bias": jnp.zeros((2,), jnp.float32)}},
+          "encoders_0": {"Dense_0": {"kernel": jnp.asarray(enc_kernel, jnp.float32)}}}
+
+
+def run_clip(g, threshold=1.0, max_norm=1.0):
+  tx = clip.clip_by_global_norm_if(threshold, max_norm, where=WHERE)
+  return jax.jit(tx.update)(g, tx.init(g))
+
+
+def test_clip_fires_when_an_output_entry_leaves_the_interval():
+  # watched max 2.0 > 1: norm = sqrt(0.5^2 + 2^2 + 2^2) = sqrt(8.25) = 2.8722813
+  out, st = run_clip(grads([[0.5, 2.0]], [[2.0]]))
+  scale = 1.0 / (math.sqrt(8.25) + 1e-6)          # 0.34815524
+  np.testing.assert_allclose(out["fusion"]["classifier"]["kernel"], [[0.5 * scale, 2 * scale]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(out["encoders_0"]["Dense_0"]["kernel"], [[2 * scale]], rtol=1e-6)
+  assert float(st.clipped) == 1.0 and int(st.count) == 1
+  np.testing.assert_allclose(float(optax.tree.norm(out)), 1.0, rtol=1e-5)
+
+
+def test_clip_fires_below_minus_threshold_and_not_at_the_threshold():
+  # an encoder entry of 3 does not count: only the output layer is watched
+  out, st = run_clip(grads([[1.0, -1.0]], [[3.0]]))
+  assert float(st.clipped) == 0.0
+  np.testing.assert_array_equal(out["encoders_0"]["Dense_0"]["kernel"], [[3.0]])
+  out, st = run_clip(grads([[0.1, -1.001]], [[3.0]]))
+  assert float(st.clipped) == 1.0
+  # UR-Funny: threshold and norm 5
+  out, st = run_clip(grads([[4.9, -5.0]], [[30.0]]), threshold=5.0, max_norm=5.0)
+  assert float(st.clipped) == 0.0
+  out, st = run_clip(grads([[5.01, 0.0]], [[30.0]]), threshold=5.0, max_norm=5.0)
+  np.testing.assert_allclose(float(optax.tree.norm(out)), 5.0, rtol=1e-5)
+
+
+def test_clip_never_raises_the_norm_and_needs_a_watched_leaf():
+  # fires (2 > 1) but the norm 2.0 < max_norm 3: scale min(1, 3/2) = 1
+  out, _ = run_clip(grads([[2.0, 0.0]], [[0.0]]), max_norm=3.0)
+  np.testing.assert_array_equal(out["fusion"]["classifier"]["kernel"], [[2.0, 0.0]])
+  with pytest.raises(ValueError, match="no gradient leaf matches"):
+    tx = clip.clip_by_global_norm_if(1.0, 1.0, where="nothing/here")
+    tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+  with pytest.raises(ValueError, match="threshold must be > 0"):
+    clip.clip_by_global_norm_if(0.0, 1.0, where=WHERE)
+
+
+def test_output_layer_pattern_matches_every_head():
+  match = clip._matcher(OUTPUT_LAYER)
+  for name in ("fusion/classifier/kernel", "fusion/classifier_1/kernel", "classifier/kernel"):
+    assert match(name), name
+  for name in ("fusion/classifier/bias", "encoders_0/classifier/kernel", "fusion/gamma/kernel"):
+    assert not match(name), name
+
+
+def agm_steps(outside, active, mono_ce):
+  tx = agm(1.0, 10.0, num_modalities=2, outside=outside)
+  g = jnp.ones((2, 3))   # per-modality gradients: the update is kappa_a + kappa_v
+  st = tx.init(None)
+  kappas = []
+  for a, ce in zip(active, mono_ce):
+    _, st = tx.update(g, st, mono_ce=jnp.asarray(ce), active=a)
+    kappas.append(np.asarray(st.kappa))
+  return np.stack(kappas), st
+
+
+def test_kappa_is_held_after_the_window():
+  # step 1 (before the window): kappa 1; running mean becomes (1, 2).
+  # step 2: ce (1.5, 1.0): r = (e^-0.5, e^0.5); tau from (1, 2) = (e^1, e^-1);
+  # kappa = exp(tau - r) = (exp(e - e^-0.5), exp(e^-1 - e^0.5)) = (8.26306, 0.277800).
+  mono_ce = [(1.0, 2.0), (1.5, 1.0), (1.0, 1.0), (3.0, 0.5)]
+  active = [False, True, False, False]
+  expected = np.array([math.exp(math.e - math.exp(-0.5)), math.exp(math.exp(-1) - math.exp(0.5))])
+  hold, st = agm_steps("hold", active, mono_ce)
+  np.testing.assert_allclose(hold[0], [1.0, 1.0])
+  np.testing.assert_allclose(hold[1], expected, rtol=1e-5)
+  np.testing.assert_allclose(hold[2], expected, rtol=1e-5)
+  np.testing.assert_allclose(hold[3], expected, rtol=1e-5)
+  one, st_one = agm_steps("one", active, mono_ce)
+  np.testing.assert_allclose(one[1], expected, rtol=1e-5)
+  np.testing.assert_allclose(one[2:], 1.0)
+  # the running mean moves every step either way: mean of the four steps
+  np.testing.assert_allclose(st.running_ce, [1.625, 1.125], rtol=1e-6)
+  np.testing.assert_allclose(st_one.running_ce, st.running_ce)
+  with pytest.raises(ValueError, match="outside 'last' is unknown"):
+    agm(1.0, num_modalities=2, outside="last")
+
+
+def test_an_infinite_exponent_clip_is_no_clip():
+  ce, running = jnp.array([3.0, 0.1]), jnp.array([0.1, 3.0])
+  # tau - r = e^2.9 - e^-2.9 for the first modality: 18.12, above 10
+  unbounded = agm_coefficients(ce, running, alpha=0.1, clip=float("inf"))
+  bounded = agm_coefficients(ce, running, alpha=0.1, clip=10.0)
+  np.testing.assert_allclose(unbounded[0], math.exp(0.1 * (math.exp(2.9) - math.exp(-2.9))),
+                             rtol=1e-5)
+  np.testing.assert_allclose(bounded[0], math.exp(1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("methods,method,on", [
+    ("*", "joint", True), ("*", "unimodal", False), ("agm,agm_1", "agm_1", True),
+    ("agm", "ogm_ge", False)])
+def test_which_methods_clip(methods, method, on):
+  c = tiny_config()
+  c.optimizer.conditional_clip.threshold = 1.0
+  c.optimizer.conditional_clip.methods = methods
+  assert state.conditional_clip_applies(c.optimizer, method) is on
+  c.optimizer.conditional_clip.threshold = 0.0
+  assert not state.conditional_clip_applies(c.optimizer, method)
+
+
+def test_conditional_clip_settings_are_validated():
+  c = tiny_config()
+  c.optimizer.conditional_clip.methods = "agm,agmm"
+  with pytest.raises(validate.ConfigError, match="methods entry 'agmm'"):
+    validate.validate_config(c)
+  c = tiny_config()
+  c.optimizer.conditional_clip.max_norm = 0.0
+  with pytest.raises(validate.ConfigError, match="max_norm must be > 0"):
+    validate.validate_config(c)
+
+
+def test_trainer_clips_and_holds_kappa(tmp_path):
+  """AGM modulating in epoch 0 only, kappa held in epoch 1; a threshold so small that the
+  clip fires every step: every train line logs clipped 1 and a gradient norm <= 1."""
+  c = tiny_config(method="agm", num_epochs=2)
+  c.agm.start_epoch, c.agm.end_epoch, c.agm.outside = 0, 0, "hold"
+  c.optimizer.conditional_clip.threshold = 1e-9
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.momentum = 0.0
+  loop.train_and_evaluate(c, str(tmp_path))
+  train = [line for line in read_lines(tmp_path) if line["split"] == "train"]
+  assert all(line["clipped"] == 1.0 for line in train)
+  # updates = lr * clipped gradient: norm <= lr (plain SGD)
+  assert all(line["grad_norm"] <= c.optimizer.learning_rate * (1 + 1e-4) for line in train)
+  epoch1 = [line for line in train if line["epoch"] == 1]
+  assert epoch1 and all(line["kappa/audio"] != 1.0 for line in epoch1)
+  # held: every epoch-1 step applies the kappa of epoch 0's last step
+  assert len({line["kappa/audio"] for line in epoch1}) == 1
