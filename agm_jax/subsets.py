@@ -16,6 +16,13 @@ BatchNorm in the masked passes (``Settings.bn``; docs/ARCHITECTURE.md):
   the in-place update of the released PyTorch code).
 * ``subset_bn="batch"``: every subset runs in train mode with its own batch statistics.
 
+Dropout (a model with ``stochastic`` True, e.g. the paper's maxout head) draws from the
+``"dropout"`` RNG stream: :func:`dropout_stream` derives it from the step's key (``fold_in`` of a
+constant, so the key's own use, the noise pads, is unchanged), and the pass of row ``s`` of
+``V`` gets ``fold_in(dropout_key, s)`` (:func:`pass_key`): the full input one key, each masked
+subset under ``subset_bn="batch"`` its own; under ``subset_bn="eval"`` the masked passes run
+in eval mode, without dropout.
+
 Two ways to compute the masked passes, equal to float tolerance:
 
 * fast path (models with per-modality encoders, ``model.separable``; ``Settings.path``
@@ -39,6 +46,8 @@ from agm_jax import shapley
 
 SUBSET_BN = ("eval", "batch")
 PATHS = ("auto", "fast", "generic")
+# fold_in constant of the dropout stream ("drop"), apart from every other use of a step's key.
+DROPOUT_STREAM = 0x64726F70
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +83,40 @@ def _variables(params, batch_stats):
   return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
 
 
+def stochastic(model) -> bool:
+  """Whether ``model``'s train-mode passes draw dropout masks (its ``stochastic`` flag)."""
+  return bool(getattr(model, "stochastic", False))
+
+
+def dropout_stream(key: jax.Array | None, axis_name: str | None = None) -> jax.Array | None:
+  """A step's dropout key from its key ``key`` (None for None): ``fold_in`` of
+  ``DROPOUT_STREAM``, and under ``pmap`` (``axis_name``) of the device index, so devices that
+  hold the same replicated key draw different masks."""
+  if key is None:
+    return None
+  key = jax.random.fold_in(key, DROPOUT_STREAM)
+  if axis_name is not None:
+    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+  return key
+
+
+def pass_key(key: jax.Array | None, row) -> jax.Array | None:
+  """The dropout key of the pass that computes row ``row`` of ``V`` (``2**k - 1``: the full
+  input; ``2**k``: the fast path's encoders on the pads)."""
+  return None if key is None else jax.random.fold_in(key, row)
+
+
 def apply(model, params, batch_stats, *args, train: bool, method=None,
-          update: bool = False):
-  """``model.apply``; returns ``(out, new_batch_stats)`` (unchanged unless ``update``)."""
+          update: bool = False, dropout_key: jax.Array | None = None):
+  """``model.apply``; returns ``(out, new_batch_stats)`` (unchanged unless ``update``).
+  ``dropout_key`` is the ``"dropout"`` RNG of a train-mode pass (unused in eval mode)."""
   variables = _variables(params, batch_stats)
+  rngs = {"dropout": dropout_key} if train and dropout_key is not None else None
   if train and batch_stats:
-    out, mutated = model.apply(variables, *args, train, method=method, mutable=["batch_stats"])
+    out, mutated = model.apply(variables, *args, train, method=method, mutable=["batch_stats"],
+                               rngs=rngs)
     return out, (mutated["batch_stats"] if update else batch_stats)
-  return model.apply(variables, *args, train, method=method), batch_stats
+  return model.apply(variables, *args, train, method=method, rngs=rngs), batch_stats
 
 
 def _masked(masks):
@@ -92,12 +127,14 @@ def _masked(masks):
 def subset_forward(model, params, batch_stats, inputs: Mapping[str, Any],
                    modalities: Sequence[str], *, subset_bn: str = "eval", pad: str = "zeros",
                    key: jax.Array | None = None, grad_masked: bool = True,
-                   fast: bool | None = None, train: bool = True):
+                   fast: bool | None = None, train: bool = True,
+                   dropout_key: jax.Array | None = None):
   """``(V, Forward)`` for ``jax.vjp(..., has_aux=True)``; see the module docstring.
 
   ``train=False`` runs every pass in eval mode (evaluation). ``grad_masked=False`` stops the
   gradient through the masked passes (they then only feed metrics, e.g. joint training's
-  mono-modal accuracy).
+  mono-modal accuracy). ``key`` draws the noise pads; ``dropout_key`` is the step's dropout
+  key (default ``dropout_stream(key)``), split per pass with :func:`pass_key`.
   """
   if subset_bn not in SUBSET_BN:
     raise ValueError(f"subset_bn {subset_bn!r} is unknown; valid: {list(SUBSET_BN)}")
@@ -109,80 +146,113 @@ def subset_forward(model, params, batch_stats, inputs: Mapping[str, Any],
     raise ValueError("the fast subset path needs per-modality encoders; this model has none")
   masks = shapley.subset_masks(len(modalities))
   run = _fast if fast else _generic
-  masked_train = masked_train_mode(train, subset_bn, batch_stats)
+  masked_train = masked_train_mode(train, subset_bn, batch_stats or stochastic(model))
+  if dropout_key is None:
+    dropout_key = dropout_stream(key)
+  if train and stochastic(model) and dropout_key is None:
+    raise ValueError("this model has dropout: a train-mode subset_forward needs key= or "
+                     "dropout_key=")
   v_full, v_masked, z, stats = run(model, params, batch_stats, inputs, modalities, masks,
-                                   train=train, masked_train=masked_train, pad=pad, key=key)
+                                   train=train, masked_train=masked_train, pad=pad, key=key,
+                                   dropout_key=dropout_key)
   if not grad_masked:
     v_masked = jax.lax.stop_gradient(v_masked)
   v = jnp.concatenate([v_masked, v_full[None]], 0)
   return v, Forward(z, stats)
 
 
+def _masked_keys(dropout_key, n: int, masked_train: bool):
+  """``(n - 1,)`` keys, one per masked pass (rows ``0 … n - 2``), or None (no dropout)."""
+  if dropout_key is None or not masked_train:
+    return None
+  return jax.vmap(lambda row: pass_key(dropout_key, row))(jnp.arange(n - 1))
+
+
+def _vmap_masked(one, masks, keys):
+  """``one(mask, key)`` vmapped over the masked subsets (``key`` None without dropout)."""
+  if keys is None:
+    return jax.vmap(lambda mask: one(mask, None))(_masked(masks))
+  return jax.vmap(one)(_masked(masks), keys)
+
+
 def _generic(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train,
-             pad, key):
+             pad, key, dropout_key=None):
+  n = len(masks)
   (v_full, z), stats = apply(model, params, batch_stats, dict(inputs), train=train,
-                             update=True)
+                             update=True, dropout_key=pass_key(dropout_key, n - 1))
   pads = shapley.pads_for(inputs, modalities, pad, key)
 
-  def one(mask):
+  def one(mask, row_key):
     x = dict(inputs)
     for i, m in enumerate(modalities):
       x[m] = jnp.where(mask[i], inputs[m], pads[m])
-    (logits, _), _ = apply(model, params, stats, x, train=masked_train)
+    (logits, _), _ = apply(model, params, stats, x, train=masked_train, dropout_key=row_key)
     return logits
 
-  return v_full, jax.vmap(one)(_masked(masks)), z, stats
+  return v_full, _vmap_masked(one, masks, _masked_keys(dropout_key, n, masked_train)), z, stats
 
 
-def encode_each(model, params, stats, inputs, modalities, *, train):
+def encode_each(model, params, stats, inputs, modalities, *, train, dropout_key=None):
   """Every encoder on its own modality (no statistics update)."""
-  feats, _ = apply(model, params, stats, dict(inputs), train=train, method="encode")
+  feats, _ = apply(model, params, stats, dict(inputs), train=train, method="encode",
+                   dropout_key=dropout_key)
   return tuple(feats)
 
 
-def pad_features(model, params, stats, inputs, modalities, *, train, pad, key):
+def pad_features(model, params, stats, inputs, modalities, *, train, pad, key,
+                 dropout_key=None):
   """Each encoder on its pad: one zero example (broadcast later), or the noise batch."""
   if pad == "zeros":
     one = {m: jnp.zeros_like(inputs[m][:1]) for m in modalities}
     extra = {k: v[:1] for k, v in inputs.items() if k not in modalities}
-    return encode_each(model, params, stats, {**one, **extra}, modalities, train=train)
+    return encode_each(model, params, stats, {**one, **extra}, modalities, train=train,
+                       dropout_key=dropout_key)
   noise = shapley.pads_for(inputs, modalities, pad, key)
-  return encode_each(model, params, stats, {**inputs, **noise}, modalities, train=train)
+  return encode_each(model, params, stats, {**inputs, **noise}, modalities, train=train,
+                     dropout_key=dropout_key)
 
 
 def masked_train_mode(train: bool, bn: str, batch_stats) -> bool:
   """Whether the masked passes run in train mode. Without BatchNorm statistics the two ``bn``
-  modes compute the same thing, so the eval passes are skipped."""
+  modes compute the same thing, so the eval passes are skipped; for a model with dropout the
+  callers pass ``batch_stats or stochastic(model)`` (its eval passes differ: no dropout)."""
   return train and (bn == "batch" or not batch_stats)
 
 
 def masked_logits(model, params, stats, inputs, feats, modalities, *, train: bool,
-                  masked_train: bool, pad: str, key) -> jax.Array:
+                  masked_train: bool, pad: str, key, dropout_key=None) -> jax.Array:
   """``V[:-1]`` ``(2**k - 1, B, K)`` of a separable model from the full input's features
   ``feats``: the fusion head vmapped over the masked subsets, each absent modality replaced
   by its encoder's output on the pad. Under ``masked_train != train`` the present modalities'
-  features are recomputed in eval mode (running statistics ``stats``)."""
+  features are recomputed in eval mode (running statistics ``stats``). ``dropout_key``: the
+  step's dropout key; in train mode the head on subset ``s`` draws with ``pass_key(
+  dropout_key, s)`` and the encoders on the pads with ``pass_key(dropout_key, 2**k)`` (the
+  present modalities keep the full pass's features, so its encoders' dropout masks)."""
+  masks = shapley.subset_masks(len(modalities))
+  n = len(masks)
   present = feats if masked_train == train else encode_each(model, params, stats, inputs,
                                                            modalities, train=False)
   absent = pad_features(model, params, stats, inputs, modalities, train=masked_train,
-                        pad=pad, key=key)
+                        pad=pad, key=key, dropout_key=pass_key(dropout_key, n))
 
-  def one(mask):
+  def one(mask, row_key):
     f = tuple(jnp.where(mask[i], present[i], absent[i]) for i in range(len(modalities)))
-    (logits, _), _ = apply(model, params, stats, f, train=masked_train, method="fuse")
+    (logits, _), _ = apply(model, params, stats, f, train=masked_train, method="fuse",
+                           dropout_key=row_key)
     return logits
 
-  return jax.vmap(one)(_masked(shapley.subset_masks(len(modalities))))
+  return _vmap_masked(one, masks, _masked_keys(dropout_key, n, masked_train))
 
 
 def _fast(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train, pad,
-          key):
-  del masks
+          key, dropout_key=None):
+  full_key = pass_key(dropout_key, len(masks) - 1)
   feats, stats = apply(model, params, batch_stats, dict(inputs), train=train, method="encode",
-                       update=True)
+                       update=True, dropout_key=full_key)
   feats = tuple(feats)
   (v_full, z), stats = apply(model, params, stats, feats, train=train, method="fuse",
-                             update=True)
+                             update=True, dropout_key=full_key)
   v_masked = masked_logits(model, params, stats, inputs, feats, modalities, train=train,
-                           masked_train=masked_train, pad=pad, key=key)
+                           masked_train=masked_train, pad=pad, key=key,
+                           dropout_key=dropout_key)
   return v_full, v_masked, z, stats

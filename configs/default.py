@@ -42,8 +42,13 @@ def get_config():
       fusion="concat",
       encoders={},
       encoder_default=dict(type="mlp", hidden=(64,), features=64),
-      fusion_options=dict(maxout_hidden=64, maxout_pieces=4, film_condition=""),
-      dtype="float32"))
+      # maxout_hidden: an int (each of 2 layers) or a tuple of widths (one layer each); the
+      # AGM paper's early-fusion head (released AV_Early_Classifier): maxout_hidden=(2048,
+      # 1024), maxout_pieces=2, maxout_input_bn=True, maxout_bn=True, maxout_dropout=0.3.
+      fusion_options=dict(
+          maxout_hidden=ml_collections.FieldReference(64, field_type=object), maxout_pieces=4,
+          maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0, film_condition=""),
+      dtype="float32", init="flax"))  # init: "flax", "pytorch", "released" (models/init.py)
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=1e-4,
@@ -73,23 +78,36 @@ def get_config():
   c.agm_1 = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, outside="one", **always))
   c.agm_ge = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
                                             outside="one", **always))
-  # The mono-modal concept (competition probe) trains method=unimodal on one modality.
-  c.unimodal = ml_collections.ConfigDict(dict(modality="audio"))
-  # OGM-GE and OGM-GE-RA (CVPR 2022 README: alpha 0.1); noise=False gives plain OGM.
-  c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, **always))
-  c.ogm_ge_ra = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, **always))
+  # The mono-modal concept (competition probe) trains method=unimodal on one modality; pad:
+  # what replaces the other modalities' inputs for non-late fusions ("zeros"; "normal": N(0,1)
+  # noise; the probe sets it from competition.concept_pad).
+  c.unimodal = ml_collections.ConfigDict(dict(modality="audio", pad="zeros"))
+  # OGM-GE and OGM-GE-RA (CVPR 2022 README: alpha 0.1); noise=False gives plain OGM. scope:
+  # what is scaled and noised: "conv" (encoders' 4-D kernels: OGM-GE repo, released AGM
+  # AV-MNIST), "branch" (encoder + sum head's classifier block: released AGM CREMA-D),
+  # "encoder", "mixed" (all encoder params scaled, kernels noised: agm-jax's earlier reading).
+  c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, scope="mixed", **always))
+  c.ogm_ge_ra = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, scope="mixed",
+                                               **always))
   # OGM (T-PAMI 2024, train_ogm.sh: alpha 0.8), with GE noise.
   c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, noise=True, **always))
   # OPM (T-PAMI 2024, train_opm.sh): drop probability q_base*(1+lam*tanh(rho-1)); a batch
   # drops with probability p_exe.
   c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, **always))
-  # MSLR: one initial coefficient per modality in modality order (released AGM code: audio
-  # 0.9, visual 1.1; empty = all 1), ratio from a window of validation mono-modal accuracies.
-  c.mslr = ml_collections.ConfigDict(dict(init=(0.9, 1.1), window=5))
-  # MSES: stop a branch after `patience` epochs without a better smoothed validation
-  # mono-modal loss (released AGM code: 80 of 100+ epochs; 5 suits this 20-epoch run);
-  # smoothed = (1-weight)*previous + weight*current.
-  c.mses = ml_collections.ConfigDict(dict(patience=5, weight=0.4))
+  # MSLR: one initial coefficient per modality in modality order (released AGM code: CREMA-D
+  # 0.9, 1.1; AV-MNIST 1.3, 0.7; UR-Funny audio, visual, text 0.9, 1.4, 0.7; empty = all 1),
+  # ratio from a window of validation mono-modal accuracies. scope "encoder" | "branch" (and
+  # the sum head's classifier block: released); mono: the accuracy read, "shapley" |
+  # "unimodal" (the late head's W_m z_m + b_m: released).
+  c.mslr = ml_collections.ConfigDict(dict(init=(0.9, 1.1), window=5, scope="encoder",
+                                          mono="shapley", **always))
+  # MSES: stop a branch once epoch - best_epoch > patience (released AGM code: CREMA-D 80,
+  # AV-MNIST 10, UR-Funny 30; 5 suits this 20-epoch run); smoothed = (1-weight)*previous raw
+  # + weight*current. restore "model" (released: params + optimiser state of the best epoch)
+  # | "modality"; freeze "update" | "gradient" (released); scope, mono: as mslr's.
+  c.mses = ml_collections.ConfigDict(dict(patience=5, weight=0.4, restore="model",
+                                          freeze="update", scope="encoder", mono="shapley",
+                                          **always))
   # G-Blending: loss weights re-estimated every super_epoch epochs from train/dep losses.
   c.gblending = ml_collections.ConfigDict(dict(super_epoch=5))
   # Greedy: re-balance the least-utilised modality for `window` steps when the moving
@@ -97,7 +115,19 @@ def get_config():
   # window 5).
   c.greedy = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9, **always))
 
-  c.competition = ml_collections.ConfigDict(dict(enabled=True, whitened=False, l2=120.0,
-                                                 cache_dir=""))
+  # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the
+  # released code's trace((R pinv(B)).T R)/K with B = cov(C)*N; l2 the ridge penalty (paper
+  # 120). The concepts: concept_seed (-1 = the run's seed; another seed as in supplement
+  # Table 5), concept_pad ("zeros"; "normal": N(0,1) noise for the absent modalities, Table 6;
+  # must be "zeros" for late fusion, whose concept is the encoder alone), concept_checkpoint
+  # ("final": the last epoch; "best": the epoch of best validation accuracy). Non-default values
+  # enter the concept cache key (cache_dir; "" = $AGM_JAX_CACHE or ~/.cache/agm_jax/concepts).
+  c.competition = ml_collections.ConfigDict(dict(
+      enabled=True, whitened=False, l2=120.0, cache_dir="", concept_seed=-1,
+      concept_pad="zeros", concept_checkpoint="final"))
   c.parallel = ml_collections.ConfigDict(dict(mode="sharding"))
+  # Overrides per method, applied when that method runs (agm_jax/train/per_method.py): e.g.
+  # {"agm": {"model": {"fusion": "concat"}}}. Paper configs use it where the released code built a
+  # different model per method.
+  c.per_method = ml_collections.ConfigDict()
   return c

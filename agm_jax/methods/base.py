@@ -150,10 +150,13 @@ def inputs_of(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 def subsets_fn(ctx: Context, batch_stats, batch, rng, *, grad_masked: bool = True
                ) -> Callable[[Any], Any]:
-  """``params -> (V, subsets.Forward)``: the 2**k passes under the run's subset settings."""
+  """``params -> (V, subsets.Forward)``: the 2**k passes under the run's subset settings
+  (``rng`` draws the noise pads and, through ``subsets.dropout_stream``, the dropout masks)."""
+  dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
   return lambda p: subsets.subset_forward(
       ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities, subset_bn=ctx.subsets.bn,
-      pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast)
+      pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast,
+      dropout_key=dropout_key)
 
 
 def subset_step(ctx: Context, params, batch_stats, batch, rng):

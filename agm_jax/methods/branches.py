@@ -34,14 +34,16 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
   may change the features the fusion head sees in the training forward (``weight`` (B,)
   weights the per-example losses, or None)."""
   model, inputs, labels = ctx.model, inputs_of(batch), batch["label"]
+  dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
+  full_key = subsets.pass_key(dropout_key, 2**ctx.k - 1)   # as subsets.subset_forward's
 
   def loss_fn(p):
     feats, stats = subsets.apply(model, p, batch_stats, inputs, train=True, method="encode",
-                                 update=True)
+                                 update=True, dropout_key=full_key)
     feats = tuple(feats)
     used, weight = feature_fn(feats) if feature_fn is not None else (feats, None)
     (logits, _), stats = subsets.apply(model, p, stats, used, train=True, method="fuse",
-                                       update=True)
+                                       update=True, dropout_key=full_key)
     ce = shapley.cross_entropy(logits, labels)
     if weight is None:
       loss = ce.mean()
@@ -55,12 +57,14 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
   unimodal = model.apply({"params": p0}, feats, method="unimodal_logits")
   masked = subsets.masked_logits(
       model, p0, stats, inputs, feats, ctx.modalities, train=True,
-      masked_train=subsets.masked_train_mode(True, ctx.subsets.bn, stats),
-      pad=ctx.subsets.pad, key=rng)
+      masked_train=subsets.masked_train_mode(True, ctx.subsets.bn,
+                                             stats or subsets.stochastic(model)),
+      pad=ctx.subsets.pad, key=rng, dropout_key=dropout_key)
   if feature_fn is None:   # the training forward already ran the head on these features
     full = logits.astype(masked.dtype)
   else:
-    (full, _), _ = subsets.apply(model, p0, stats, feats, train=True, method="fuse")
+    (full, _), _ = subsets.apply(model, p0, stats, feats, train=True, method="fuse",
+                                 dropout_key=full_key)
   v = jax.lax.stop_gradient(jnp.concatenate([masked, full[None]], 0))
   return LateStep(grads, unimodal.astype(jnp.float32), stats,
                   shapley_metrics(v, loss, logits, labels, ctx.modalities))

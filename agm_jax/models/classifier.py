@@ -29,7 +29,9 @@ _ENCODER_CLASSES = {"resnet18": enc.ResNet18, "transformer": enc.TransformerEnco
 # The config keys each encoder accepts (dtype and bn_axis_name come from elsewhere).
 _ENCODER_KEYS = {
     "resnet18": ("width", "stage_sizes"),
-    "transformer": ("num_layers", "num_heads", "width", "mlp_dim", "max_len"),
+    "transformer": ("num_layers", "num_heads", "width", "mlp_dim", "max_len", "norm", "dropout",
+                    "pool", "input_bias", "positions", "activation", "norm_eps", "use_lengths",
+                    "final_norm"),
     "mlp": ("hidden", "features"),
 }
 
@@ -38,6 +40,11 @@ _ENCODER_KEYS = {
 # ``fusion/classifier_<i>``, an input-early model's ``classifier``): what the released AGM
 # code's conditional clip watches (``agm_jax.transforms.clip``).
 OUTPUT_LAYER = r"^(fusion/)?classifier(_\d+)?/kernel$"
+
+
+def _has_dropout(module: nn.Module) -> bool:
+  """Whether an encoder or head drops units in train mode (a positive ``dropout`` rate)."""
+  return bool(getattr(module, "dropout", 0))
 
 
 def lengths_key(modality: str) -> str:
@@ -82,6 +89,11 @@ class MultimodalClassifier(nn.Module):
                        f"fusion ({', '.join(fus.late_fusions())}) has")
     return self.fusion.unimodal_logits(tuple(features))
 
+  @property
+  def stochastic(self) -> bool:
+    """Whether a train-mode pass draws dropout masks (needs the ``"dropout"`` RNG)."""
+    return any(map(_has_dropout, (*self.encoders, self.fusion)))
+
   def __call__(self, inputs: Mapping[str, Any], train: bool):
     return self.fuse(self.encode(inputs, train), train)
 
@@ -117,6 +129,11 @@ class InputEarlyClassifier(nn.Module):
   num_classes: int
 
   separable = False
+
+  @property
+  def stochastic(self) -> bool:
+    """Whether a train-mode pass draws dropout masks (needs the ``"dropout"`` RNG)."""
+    return _has_dropout(self.encoder)
 
   @nn.compact
   def __call__(self, inputs: Mapping[str, Any], train: bool):
@@ -197,11 +214,25 @@ def make_encoder(cfg: dict, modality: str, shape, *, dtype, bn_axis_name=None) -
   return _ENCODER_CLASSES[kind](dtype=dtype, **cfg)
 
 
-FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "film_condition")
+FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "maxout_input_bn", "maxout_bn",
+                  "maxout_dropout", "film_condition")
+# Keys added after the first three (configs/default.py has them all): a fusion_options dict
+# written without them gets the head it got before they existed.
+_LATER_FUSION_OPTIONS = dict(maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0)
 
 
-def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.Module:
-  opts = _plain(model_config.fusion_options)
+def _maxout_hidden(value) -> int | tuple[int, ...]:
+  """``fusion_options.maxout_hidden``: an int (every layer's width) or a sequence (per layer)."""
+  if isinstance(value, (list, tuple)):
+    if not value:
+      raise ValueError("fusion_options.maxout_hidden is empty; give an int or a tuple of widths")
+    return tuple(int(h) for h in value)
+  return int(value)
+
+
+def _fusion_head(model_config, fusion: str, modalities, num_classes: int,
+                 bn_axis_name: str | None = None) -> nn.Module:
+  opts = {**_LATER_FUSION_OPTIONS, **_plain(model_config.fusion_options)}
   unknown = sorted(set(opts) - set(FUSION_OPTIONS))
   if unknown:
     raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
@@ -209,8 +240,16 @@ def _fusion_head(model_config, fusion: str, modalities, num_classes: int) -> nn.
   if fusion in ("sum", "concat"):
     return fus.HEADS[fusion](num_classes)
   if fusion == "maxout":
-    return fus.MaxOutFusion(num_classes, hidden=int(opts["maxout_hidden"]),
-                            pieces=int(opts["maxout_pieces"]))
+    dropout = float(opts["maxout_dropout"])
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"fusion_options.maxout_dropout must be in [0, 1), got {dropout}")
+    head = fus.MaxOutFusion(num_classes, hidden=_maxout_hidden(opts["maxout_hidden"]),
+                            pieces=int(opts["maxout_pieces"]),
+                            input_bn=bool(opts["maxout_input_bn"]),
+                            bn=bool(opts["maxout_bn"]), dropout=dropout,
+                            bn_axis_name=bn_axis_name)
+    head.widths  # noqa: B018 - validates hidden and pieces now, not at the first apply
+    return head
   cond = opts["film_condition"] or modalities[0]
   if cond not in modalities:
     raise ValueError(f"unknown fusion_options.film_condition {cond!r}; valid: "
@@ -225,7 +264,8 @@ def build_model(model_config, modalities: Sequence[str], num_classes: int,
   """The classifier a ``c.model`` ConfigDict describes (see ``configs/default.py``).
 
   ``spec`` is ``{key: (shape_without_batch, dtype)}``; it is checked against the encoders
-  (ranks, input_early's identical shapes). ``bn_axis_name`` goes to the ResNets' BatchNorm.
+  (ranks, input_early's identical shapes). ``bn_axis_name`` goes to the ResNets' BatchNorm
+  and the maxout head's.
   Raises ValueError (one line naming the valid choices) for an unknown fusion, encoder type,
   encoder key or dtype.
   """
@@ -261,5 +301,5 @@ def build_model(model_config, modalities: Sequence[str], num_classes: int,
 
   encoders = tuple(make_encoder(_encoder_config(model_config, m), m, shapes[m], dtype=dtype,
                                 bn_axis_name=bn_axis_name) for m in modalities)
-  head = _fusion_head(model_config, fusion, modalities, int(num_classes))
+  head = _fusion_head(model_config, fusion, modalities, int(num_classes), bn_axis_name)
   return MultimodalClassifier(modalities, encoders, head)

@@ -129,32 +129,68 @@ def masked_mean(x: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
   return (x.astype(jnp.float32) * w).sum(axis=1) / count
 
 
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}
+# The TransformerEncoder options with a fixed set of values (the first is the default).
+TRANSFORMER_CHOICES = {"norm": ("pre", "post"), "pool": ("mean", "first"),
+                       "positions": ("learned", "none"), "activation": tuple(ACTIVATIONS)}
+
+
 class TransformerLayer(nn.Module):
-  """Pre-LN encoder layer: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``."""
+  """Encoder layer. ``norm="pre"``: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``; ``"post"``
+  (PyTorch's ``nn.TransformerEncoderLayer`` default): ``LN(x + MHA(x))``, then
+  ``LN(x + MLP(x))``. ``dropout`` (PyTorch's places: the attention weights, each residual
+  branch, and after the MLP's activation) draws from the ``"dropout"`` RNG when ``train``."""
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
+  norm: str = "pre"
+  dropout: float = 0.0
+  activation: str = "gelu"
+  norm_eps: float = 1e-6
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x, mask, train: bool = False):
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=jnp.float32)
-    norm = functools.partial(nn.LayerNorm, dtype=self.dtype, param_dtype=jnp.float32)
-    h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                        param_dtype=jnp.float32, deterministic=True)(
-                                            norm()(x), mask=mask)
-    x = x + h
-    h = dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(norm()(x))))
-    return x + h
+    norm = functools.partial(nn.LayerNorm, epsilon=self.norm_eps, dtype=self.dtype,
+                             param_dtype=jnp.float32)
+    act = ACTIVATIONS[self.activation]
+    deterministic = not train or not self.dropout
+    drop = functools.partial(nn.Dropout, self.dropout, deterministic=deterministic)
+    # Created in this order whatever ``norm``: the parameter names do not depend on it.
+    attention = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype, param_dtype=jnp.float32,
+        dropout_rate=self.dropout, deterministic=deterministic)
+    norm1 = norm()
+    out, hidden = dense(x.shape[-1]), dense(self.mlp_dim)
+    norm2 = norm()
+
+    def mlp(y):
+      return drop()(out(drop()(act(hidden(y)))))
+
+    if self.norm == "pre":
+      x = x + drop()(attention(norm1(x), mask=mask))
+      return x + mlp(norm2(x))
+    x = norm1(x + drop()(attention(x, mask=mask)))
+    return norm2(x + mlp(x))
 
 
 class TransformerEncoder(nn.Module):
   """``(B,L,F)`` sequence -> ``(B, width)``: Dense(width) + learned positions, pre-LN layers
-  with a padding mask, masked mean pool, LayerNorm.
+  with a padding mask, masked mean pool, LayerNorm (the defaults).
 
   ``lengths`` ``(B,)`` int gives each row's number of valid tokens (None: all valid). A row
   with no valid token (``lengths == 0``) has an all-True key mask (its outputs are finite
   and discarded) and pools to zeros, so its feature is the final LayerNorm's bias: never NaN,
-  and it sends no gradient to the layers. No dropout.
+  and it sends no gradient to the layers.
+
+  Options (defaults first; the released AGM UR-Funny encoder, ``model/utils/module_base.py``
+  ``Transformer``, is the second of each): ``input_bias`` True/False (the input projection's
+  bias; released: a bias-free ``Conv1d(k=1)``); ``positions`` "learned"/"none";
+  ``norm`` "pre"/"post" (``TransformerLayer``); ``activation`` "gelu"/"relu" of the MLP
+  (``mlp_dim`` wide, default ``4 * width``); ``dropout`` 0.0/0.1 (at train time, from the
+  ``"dropout"`` RNG); ``norm_eps`` 1e-6/1e-5 (every LayerNorm); ``use_lengths`` True/False
+  (False ignores ``lengths``: every token is attended to and pooled); ``pool`` "mean"/"first"
+  (token 0's output); ``final_norm`` True/False (the LayerNorm after pooling).
   """
   num_layers: int = 4
   num_heads: int = 8
@@ -162,10 +198,18 @@ class TransformerEncoder(nn.Module):
   mlp_dim: int | None = None
   max_len: int = 512
   dtype: Any = jnp.float32
+  norm: str = "pre"
+  dropout: float = 0.0
+  pool: str = "mean"
+  input_bias: bool = True
+  positions: str = "learned"
+  activation: str = "gelu"
+  norm_eps: float = 1e-6
+  use_lengths: bool = True
+  final_norm: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool, lengths=None):
-    del train  # deterministic: no dropout
     if x.ndim != 3:
       raise ValueError(f"TransformerEncoder takes (B,L,F) inputs, got shape {x.shape}")
     b, length, _ = x.shape
@@ -173,20 +217,32 @@ class TransformerEncoder(nn.Module):
       raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
     if self.width % self.num_heads:
       raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-    valid = valid_mask(lengths, b, length)
+    for name, valid in TRANSFORMER_CHOICES.items():
+      if getattr(self, name) not in valid:
+        raise ValueError(f"unknown transformer {name} {getattr(self, name)!r}; valid: "
+                         f"{', '.join(valid)}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"transformer dropout must be in [0, 1), got {self.dropout}")
+    valid = valid_mask(lengths if self.use_lengths else None, b, length)
     # Key-padding mask; a row without valid tokens attends to every (padding) position.
     keys = valid | ~valid.any(axis=1, keepdims=True)
     mask = keys[:, None, None, :]                                       # (B,1,1,L)
-    h = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                 name="embed")(jnp.asarray(x, self.dtype))
-    pos = self.param("pos_embedding", nn.initializers.normal(0.02), (self.max_len, self.width),
-                     jnp.float32)
-    h = h + pos[:length].astype(self.dtype)
+    h = nn.Dense(self.width, use_bias=self.input_bias, dtype=self.dtype,
+                 param_dtype=jnp.float32, name="embed")(jnp.asarray(x, self.dtype))
+    if self.positions == "learned":
+      pos = self.param("pos_embedding", nn.initializers.normal(0.02),
+                       (self.max_len, self.width), jnp.float32)
+      h = h + pos[:length].astype(self.dtype)
     mlp_dim = self.mlp_dim or 4 * self.width
     for _ in range(self.num_layers):
-      h = TransformerLayer(self.num_heads, mlp_dim, dtype=self.dtype)(h, mask)
-    pooled = masked_mean(h, valid)
-    return nn.LayerNorm(param_dtype=jnp.float32, name="final_norm")(pooled).astype(jnp.float32)
+      h = TransformerLayer(self.num_heads, mlp_dim, dtype=self.dtype, norm=self.norm,
+                           dropout=self.dropout, activation=self.activation,
+                           norm_eps=self.norm_eps)(h, mask, train)
+    pooled = masked_mean(h, valid) if self.pool == "mean" else h[:, 0].astype(jnp.float32)
+    if not self.final_norm:
+      return pooled
+    return nn.LayerNorm(epsilon=self.norm_eps, param_dtype=jnp.float32,
+                        name="final_norm")(pooled).astype(jnp.float32)
 
 
 class MLP(nn.Module):

@@ -12,10 +12,27 @@ Each head says whether it is *late* (class attribute ``late``, the one definitio
 fusion" in agm-jax): a late head also defines ``unimodal_logits(features) -> (k,B,K)``:
 modality m's block of the last linear layer on its own features plus its share of the bias
 (OGM-GE's uni-modal logits), from the same parameters; they sum over m to the fused logits.
+
+The early-fusion head of the AGM paper (the released code's ``AV_Early_Classifier``: the two
+ResNet-18 features, 512 each, concatenated, then ``MaxOut_MLP(6, 2048, 1024, 1024,
+linear_layer=False)`` and ``Linear(1024, 6)``) is ``MaxOutFusion(6, hidden=(2048, 1024),
+pieces=2, input_bn=True, bn=True, dropout=0.3)``::
+
+    BatchNorm(eps 1e-4)  ->  [Dense(2048*2), max over 2 pieces, BatchNorm, Dropout(0.3)]
+      ->  [Dense(1024*2), max over 2 pieces, BatchNorm, Dropout(0.3)]  = z  ->  Dense(6)
+
+(config: ``model.fusion_options`` ``maxout_hidden=(2048, 1024)``, ``maxout_pieces=2``,
+``maxout_input_bn=True``, ``maxout_bn=True``, ``maxout_dropout=0.3``). BatchNorm as PyTorch's
+``BatchNorm1d`` defaults: momentum 0.1 (Flax ``momentum=0.9``), eps 1e-5 (the input's 1e-4),
+statistics synchronised over ``bn_axis_name`` like the encoders'. Dropout draws from the
+``"dropout"`` RNG stream, which train-mode applies pass (``agm_jax.subsets``; the masked passes
+each get their own key, docs/ARCHITECTURE.md). The defaults (an int ``hidden``, no BatchNorm,
+no dropout) are the plain MaxOut MLP.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -90,21 +107,54 @@ class ConcatFusion(nn.Module):
 
 
 class MaxOutFusion(nn.Module):
-  """Early fusion: MaxOut MLP over the concatenation (``Dense(hidden*pieces)``, max over the
-  pieces, ``layers`` times; no BatchNorm), then ``Dense(K)``. ``z``: ``(B, hidden)``."""
+  """Early fusion: a MaxOut MLP over the concatenation, then ``Dense(K)`` (``classifier``).
+
+  Layer ``i`` (``maxout_i``) is ``Dense(width_i * pieces)`` and the max over the pieces, then
+  optionally BatchNorm (``bn``, ``bn_i``) and dropout (``dropout`` > 0); ``input_bn`` puts a
+  BatchNorm (eps 1e-4, ``input_bn``) on the concatenation first. ``hidden``: an int (``layers``
+  layers of that width, 2 if ``layers`` is None) or a tuple of widths (one layer each).
+  ``z``: the last layer's output ``(B, width_last)``, after its BatchNorm and dropout."""
   late: ClassVar[bool] = False
   num_classes: int
-  hidden: int = 64
+  hidden: int | tuple[int, ...] = 64
   pieces: int = 4
-  layers: int = 2
+  layers: int | None = None
+  input_bn: bool = False
+  bn: bool = False
+  dropout: float = 0.0
+  bn_axis_name: str | None = None
+
+  @property
+  def widths(self) -> tuple[int, ...]:
+    """The hidden width of each maxout layer."""
+    if isinstance(self.hidden, int):
+      widths = (self.hidden,) * (2 if self.layers is None else self.layers)
+    else:
+      widths = tuple(self.hidden)
+      if self.layers is not None and self.layers != len(widths):
+        raise ValueError(f"layers {self.layers} does not match hidden {widths}")
+    if not widths or min(widths) < 1 or self.pieces < 1:
+      raise ValueError(f"MaxOutFusion needs positive hidden widths and pieces, got hidden "
+                       f"{self.hidden!r}, pieces {self.pieces}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    return widths
 
   @nn.compact
   def __call__(self, features, train: bool):
-    del train
+    widths = self.widths
     h = _concat(_check(features))
-    for i in range(self.layers):
-      h = nn.Dense(self.hidden * self.pieces, name=f"maxout_{i}")(h)
-      h = h.reshape(*h.shape[:-1], self.hidden, self.pieces).max(axis=-1)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             axis_name=self.bn_axis_name)
+    if self.input_bn:
+      h = norm(epsilon=1e-4, name="input_bn")(h)
+    for i, width in enumerate(widths):
+      h = nn.Dense(width * self.pieces, name=f"maxout_{i}")(h)
+      h = h.reshape(*h.shape[:-1], width, self.pieces).max(axis=-1)
+      if self.bn:
+        h = norm(epsilon=1e-5, name=f"bn_{i}")(h)
+      if self.dropout:
+        h = nn.Dropout(self.dropout, deterministic=not train, name=f"dropout_{i}")(h)
     return nn.Dense(self.num_classes, name="classifier")(h), h
 
 

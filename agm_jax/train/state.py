@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from agm_jax.models import init as init_lib
 from agm_jax.transforms import clip
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -96,11 +97,20 @@ def example_inputs(spec, modalities, batch_size: int = 2):
   return out
 
 
-def create(model, tx, spec, modalities, seed: int) -> TrainState:
+# Folded into the seed's key for ``model.init``'s re-draw: leaves the init/step split as is.
+REINIT_SALT = 0x1417
+
+
+def create(model, tx, spec, modalities, seed: int, init: str = "flax") -> TrainState:
+  """The initial state. ``init`` (config ``model.init``): the parameters' scheme, applied
+  right after ``model.init`` (``agm_jax.models.init.reinit``; "flax" changes nothing)."""
   init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
   variables = jax.jit(lambda r, x: model.init(r, x, False))(
       init_rng, example_inputs(spec, modalities))
   params = variables["params"]
+  if init_lib.check_scheme(init) != "flax":
+    reinit_rng = jax.random.fold_in(jax.random.PRNGKey(seed), REINIT_SALT)
+    params = init_lib.reinit(params, reinit_rng, init)
   batch_stats = variables.get("batch_stats", {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), rng=rng)
