@@ -1,31 +1,69 @@
 """MSLR: modality-specific learning rates (Yao & Mihalcea, "Modality-specific Learning Rates
 for Effective Multimodal Additive Late-fusion", Findings of ACL 2022), as the released AGM
-code runs it (``run/CREMAD_main.py``).
+code runs it (``run/CREMAD_main.py``, ``run/AVMNIST_main.py``, ``run/URFunny_main.py``).
 
 Modality m's encoder gradient is scaled by ``c^m = init^m * r^m`` (a per-modality learning
 rate for plain SGD): ``r^m = 1`` while the first ``window`` epochs fill a history of m's
 validation mono-modal accuracy, then after every epoch ``r^m = acc^m / mean(history^m)`` and
 the history slides (``transforms.epoch.mslr``, ``mslr_epoch_update``). The coefficients live
-in the optimiser state. Config section ``mslr``: ``init`` (one value per modality, in
-modality order, empty = all 1; the released code: audio 0.9, visual 1.1), ``window`` (5).
+in the optimiser state. Config section ``mslr``:
+
+* ``init``: one value per modality, in modality order (empty = all 1). Released: CREMA-D
+  (audio, visual) 0.9, 1.1; AV-MNIST (audio, image) 1.3, 0.7; UR-Funny (audio, visual, text)
+  0.9, 1.4, 0.7.
+* ``window``: the history's length (released: 5).
+* ``scope``: ``"encoder"`` (default) scales ``encoders_<m>``; ``"branch"`` also the sum
+  head's ``classifier_<m>``, as the released code (``'audio_net' in layer or 'audio_cls' in
+  layer``; its baselines run sum-fusion models with per-modality ``*_cls`` layers).
+* ``mono``: the mono-modal accuracy the ratio reads. ``"shapley"`` (default): the Shapley
+  responses every method logs; ``"unimodal"``: the late head's uni-modal logits
+  ``W_m z_m + b_m`` (the released baselines' ``out_a = audio_cls(a)``), which then also become
+  this method's logged ``acc/<m>`` and ``mono_ce/<m>`` rows. Needs a late-fusion head.
+* ``start_epoch`` / ``end_epoch``: the coefficients apply inside this window only (the
+  released ``modulation_starts <= epoch <= modulation_ends``); the history updates always.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
+from agm_jax import shapley, subsets
 from agm_jax.methods import joint
-from agm_jax.methods.base import Method, from_section, update_state
+from agm_jax.methods.base import (
+  Method,
+  Window,
+  check_late_fusion,
+  from_section,
+  inputs_of,
+  shapley_evaluate,
+  update_state,
+)
 from agm_jax.transforms import epoch as epoch_tx
+
+MONO = ("shapley", "unimodal")
+
+
+def check_mono(mono: str) -> str:
+  if mono not in MONO:
+    raise ValueError(f"mono {mono!r} is unknown; valid: {list(MONO)}")
+  return mono
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
   init: tuple[float, ...]
   window: int
+  scope: str
+  mono: str
+  modulation: Window
+
+  def __post_init__(self):
+    check_mono(self.mono)
 
 
 def hparams(section) -> HParams:
@@ -42,8 +80,31 @@ def init_coefficients(hp, k):
 
 
 def make_tx(ctx, base):
-  return optax.chain(epoch_tx.mslr(init_coefficients(ctx.hp, ctx.k), window=ctx.hp.window),
-                     base)
+  if ctx.hp.mono == "unimodal":
+    check_late_fusion(ctx.model, "mslr")
+  return optax.chain(epoch_tx.mslr(init_coefficients(ctx.hp, ctx.k), window=ctx.hp.window,
+                                   scope=ctx.hp.scope), base)
+
+
+def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
+  """Joint training's gradient; ``active`` (the window) reaches the transform."""
+  out = joint.gradients(ctx, params, batch_stats, batch, rng, active, opt_state)
+  return out._replace(tx_kwargs={**out.tx_kwargs, "active": active})
+
+
+def mono_evaluate(ctx, params, batch_stats, batch):
+  """:func:`base.shapley_evaluate`; with ``hp.mono == "unimodal"`` the per-modality rows are
+  those of the late head's uni-modal logits (one more eval-mode encoder pass)."""
+  out = shapley_evaluate(ctx, params, batch_stats, batch)
+  if ctx.hp.mono == "shapley":
+    return out
+  feats, _ = subsets.apply(ctx.model, params, batch_stats, inputs_of(batch), train=False,
+                           method="encode")
+  uni = ctx.model.apply({"params": params}, tuple(feats), method="unimodal_logits")
+  uni = jax.lax.stop_gradient(uni).astype(jnp.float32)
+  labels = batch["label"]
+  return out._replace(mono_ce=shapley.cross_entropy(uni, labels[None]),
+                      mono_correct=jnp.argmax(uni, -1) == labels)
 
 
 def epoch_end(ctx, state, epoch, evaluate):
@@ -55,5 +116,6 @@ def epoch_end(ctx, state, epoch, evaluate):
   return state.replace(opt_state=opt_state)
 
 
-METHOD = Method(name="mslr", hparams=hparams, gradients=joint.gradients, make_tx=make_tx,
-                requires_separable=True, logged_state=("coeff",), epoch_end=epoch_end)
+METHOD = Method(name="mslr", hparams=hparams, gradients=gradients, make_tx=make_tx,
+                evaluate=mono_evaluate, requires_separable=True, logged_state=("coeff",),
+                epoch_end=epoch_end)

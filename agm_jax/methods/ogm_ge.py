@@ -8,8 +8,16 @@ gets ``coeff = 1 - tanh(alpha * relu(rho))``, the other 1 (k > 2: ratio to the r
 see ``transforms.score_ratio``). The plain cross-entropy gradient of the dominant modality's
 encoder is scaled by ``coeff``, then every encoder kernel gets ``N(0, std(g) + 1e-8)`` (GE),
 inside the modulation window only. Needs a late-fusion head.
-Config section ``ogm_ge``: ``alpha`` (0.1, the released default), ``noise``, ``start_epoch``,
-``end_epoch``.
+Config section ``ogm_ge``: ``alpha`` (0.1, the released default), ``noise``, ``scope``,
+``start_epoch``, ``end_epoch``.
+
+``scope`` says which parameters are scaled and noised (``transforms.score_ratio``):
+``"conv"`` the encoders' 4-D conv kernels (the OGM-GE repository's ``main.py``; the released
+AGM code's ``run/AVMNIST_main.py``), ``"branch"`` every parameter of the modality's encoder
+and of its sum-head classifier block (the released AGM code's ``run/CREMAD_main.py``, whose
+baselines run the sum-fusion ``AVClassifier_Sum``), ``"encoder"`` the encoder's parameters,
+``"mixed"`` (default, agm-jax's earlier reading) every encoder parameter scaled and the
+encoder kernels (ndim >= 2) noised.
 """
 
 from __future__ import annotations
@@ -25,12 +33,26 @@ from agm_jax.transforms import score_ratio
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
+  """``ogm_ge``'s and ``ogm_ge_ra``'s hyper-parameters."""
+  alpha: float
+  noise: bool
+  scope: str
+  window: Window
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainHParams:
+  """Those without ``scope`` (the T-PAMI ``ogm`` method reads its section with these)."""
   alpha: float
   noise: bool
   window: Window
 
 
-def hparams(section) -> HParams:
+def hparams(section) -> PlainHParams:
+  return from_section(PlainHParams, section)
+
+
+def scoped_hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
@@ -38,7 +60,8 @@ def make_tx(ctx, base, *, reference="one", name="ogm_ge"):
   check_late_fusion(ctx.model, name)
   return optax.chain(
       score_ratio.ogm_ge(ctx.hp.alpha, num_modalities=ctx.k, noise=ctx.hp.noise,
-                         reference=reference, seed=ctx.seed, axis_name=ctx.axis_name), base)
+                         reference=reference, seed=ctx.seed, axis_name=ctx.axis_name,
+                         scope=ctx.hp.scope), base)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
@@ -49,5 +72,5 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
                     out.metrics)
 
 
-METHOD = Method(name="ogm_ge", hparams=hparams, gradients=gradients, make_tx=make_tx,
+METHOD = Method(name="ogm_ge", hparams=scoped_hparams, gradients=gradients, make_tx=make_tx,
                 requires_separable=True, logged_state=("coeff",))

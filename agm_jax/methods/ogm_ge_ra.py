@@ -4,7 +4,9 @@ al., ICCV 2023, Table 8: the AGM paper's test of its running-average reference o
 As ``ogm_ge``, with ``rho`` replaced by ``rho / mean_{t'<t} rho_{t'}`` (cumulative mean of each
 modality's ratio to the runner-up, 1 before the first step): the modality whose ratio has
 risen most above its own history is modulated, ``1 - tanh(alpha * relu(rho / mean rho))``, if
-that normalised ratio is >= 1. Config section ``ogm_ge_ra``: as ``ogm_ge``'s.
+that normalised ratio is >= 1. Config section ``ogm_ge_ra``: as ``ogm_ge``'s, ``scope``
+included (the released code has no OGM-GE-RA: give it the scope of the OGM-GE run it is
+compared with).
 """
 
 from __future__ import annotations
@@ -17,5 +19,5 @@ def make_tx(ctx, base):
   return ogm_ge.make_tx(ctx, base, reference="running_mean", name="ogm_ge_ra")
 
 
-METHOD = Method(name="ogm_ge_ra", hparams=ogm_ge.hparams, gradients=ogm_ge.gradients,
+METHOD = Method(name="ogm_ge_ra", hparams=ogm_ge.scoped_hparams, gradients=ogm_ge.gradients,
                 make_tx=make_tx, requires_separable=True, logged_state=("coeff",))

@@ -7,20 +7,36 @@ modalities by ``transforms.partition`` (``encoders_<i>`` -> i, the rest shared, 
 
 **MSLR** (modality-specific learning rates; Yao & Mihalcea, "Modality-specific Learning Rates
 for Effective Multimodal Additive Late-fusion", Findings of ACL 2022; as in the released AGM
-code, ``run/CREMAD_main.py``): modality m's encoder gradient is scaled by
+code, ``run/CREMAD_main.py``): modality m's encoder gradient (``scope="branch"``: and its
+sum-head classifier block's, as the released code's ``audio_net``/``audio_cls``) is scaled by
 ``c^m = init^m * r^m``. ``r^m = 1`` for the first ``window`` epochs, which fill a history of
 m's validation mono-modal accuracy; after that, each epoch
 ``r^m = acc^m / mean(history^m)`` and the history drops its oldest entry for ``acc^m``.
-The released code uses ``init = (0.9, 1.1)`` (audio, visual) and ``window = 5``.
+The released code uses ``window = 5`` and ``init`` (audio, visual) = (0.9, 1.1) on CREMA-D,
+(1.3, 0.7) on AV-MNIST, (0.9, 1.4, 0.7) (audio, visual, text) on UR-Funny.
 
 **MSES** (modality-specific early stopping; Fujimori et al., "Modality-specific learning rate
 control for multimodal classification", ACPR 2019; as in the released AGM code): with m's
 validation mono-modal loss ``l^m_t``, the smoothed loss is ``s_1 = l_1`` and
-``s_t = (1 - w) l_{t-1} + w l_t`` (w = 0.4). A new minimum of ``s`` saves m's branch; when it
-has not improved for ``patience`` epochs m's branch stops (coefficient 0) and its best weights
-are restored. The transform *wraps* the base optimiser so a stopped branch's final updates
-are zero too (momentum and weight decay cannot move it). The released code restores the
-whole model from the stopping modality's best checkpoint; here only that branch is restored.
+``s_t = (1 - w) l_{t-1} + w l_t`` (w = 0.4; ``l_{t-1}`` the previous *raw* loss, as released).
+A strictly lower ``s`` is m's new best epoch ``b^m``; after epoch ``t`` with
+``t - b^m > patience`` m's branch stops (coefficient 0, from epoch ``b^m + patience + 1``)
+and the state of epoch ``b^m`` is restored; once every branch has stopped the state's
+``run_finished`` flag asks the trainer to end the run (the released ``exit()``).
+``restore="model"`` (the released code: ``model.load_state_dict`` and
+``optimizer.load_state_dict`` of the checkpoint saved at ``b^m``) restores every parameter and
+the wrapped optimiser's whole state (momentum, step count, hence the learning-rate schedule's
+position, and any running statistics it keeps) from ``b^m``; it keeps one snapshot of
+(params, inner optimiser state) per modality: k extra copies of both (SGD with momentum: 2k
+parameter-sized trees in memory and in every checkpoint). ``restore="modality"`` (lighter:
+one parameter-sized tree) restores only m's own parameters (``scope``). BatchNorm running
+statistics are not in the snapshot (the optimiser never sees them): the train-mode passes
+use batch statistics, and by the next evaluation the running ones have been rebuilt
+(momentum 0.9 per step: weight 0.9^steps on the old values). ``freeze="update"``: a stopped
+branch gets zero gradient *and* zero update (the transform wraps the base optimiser, so
+momentum and weight decay cannot move it); ``freeze="gradient"``: only its loss gradient is
+zeroed, as the released code (``grad * 0`` before ``SGD(momentum=0.9, weight_decay=1e-4)``),
+so weight decay and momentum still move it.
 
 **G-Blending** (Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification Networks
 Hard?", CVPR 2020): loss ``w_fused CE(fused) + sum_m w_m CE(head_m)``. From the train and
@@ -48,7 +64,9 @@ from agm_jax.transforms.common import (
   combine,
   is_traced,
 )
-from agm_jax.transforms.partition import scale_by_modality, select_by_modality
+from agm_jax.transforms.partition import check_scope, scale_by_modality, select_by_modality
+
+BRANCH_SCOPES = ("encoder", "branch")   # which leaves a modality's coefficient scales
 
 # --------------------------------------------------------------------------- MSLR
 
@@ -66,12 +84,14 @@ def mslr_ratios(history: jax.Array, accuracy: jax.Array) -> jax.Array:
   return jnp.asarray(accuracy, jnp.float32) / jnp.asarray(history, jnp.float32).mean(0)
 
 
-def mslr(init_coefficients: Sequence[float], *, window: int = 5
+def mslr(init_coefficients: Sequence[float], *, window: int = 5, scope: str = "encoder"
          ) -> optax.GradientTransformationExtraArgs:
   """MSLR: ``update(grads, state, params=None, *, active=True)`` scales modality m's encoder
-  gradient by ``state.coeff[m]`` (by 1 outside the modulation window); call
-  :func:`mslr_epoch_update` with the validation mono-modal accuracies after each epoch.
-  ``window`` sets the history's shape: static under ``optax.inject_hyperparams``."""
+  gradient (``scope="branch"``: and its classifier block's, ``transforms.partition``) by
+  ``state.coeff[m]`` (by 1 outside the modulation window); call :func:`mslr_epoch_update`
+  with the validation mono-modal accuracies after each epoch. ``window`` sets the history's
+  shape: static under ``optax.inject_hyperparams``."""
+  check_scope(scope, BRANCH_SCOPES)
   traced = is_traced(init_coefficients)   # injected by optax.inject_hyperparams, under jit
   init = (jnp if traced else np).asarray(init_coefficients, np.float32).reshape(-1)
   k = check_num_modalities(len(init))
@@ -87,7 +107,7 @@ def mslr(init_coefficients: Sequence[float], *, window: int = 5
   def update_fn(updates, state, params=None, *, active=True, **extra_args):
     del params
     check_extra_args(extra_args, "mslr")
-    return scale_by_modality(updates, jnp.where(active, state.coeff, 1.0)), state
+    return scale_by_modality(updates, jnp.where(active, state.coeff, 1.0), scope=scope), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -109,58 +129,101 @@ def mslr_epoch_update(state: MSLRState, accuracy) -> MSLRState:
 # --------------------------------------------------------------------------- MSES
 
 
+RESTORES = ("model", "modality")
+FREEZES = ("update", "gradient")
+
+
 class MSESState(NamedTuple):
-  coeff: jax.Array       # (k,) 1 while modality m's branch trains, 0 once it stopped
-  best_loss: jax.Array   # (k,) lowest smoothed validation mono-modal loss
-  best_epoch: jax.Array  # (k,) int32 epoch of best_loss (-1 before the first)
-  last_loss: jax.Array   # (k,) the previous epoch's raw validation loss
-  epochs: jax.Array      # int32 (): epochs seen
-  best_params: Any       # params at each branch's best epoch (encoders_<m> leaves for m)
-  inner: Any             # the wrapped optimiser's state
+  coeff: jax.Array         # (k,) 1 while modality m's branch trains, 0 once it stopped
+  best_loss: jax.Array     # (k,) lowest smoothed validation mono-modal loss
+  best_epoch: jax.Array    # (k,) int32 epoch of best_loss (-1 before the first)
+  last_loss: jax.Array     # (k,) the previous epoch's raw validation loss
+  epochs: jax.Array        # int32 (): epochs seen
+  run_finished: jax.Array  # bool (): every branch has stopped: the trainer ends the run
+  best_params: Any         # "model": k params trees (m's best epoch's); "modality": one tree
+  best_inner: Any          # "model": k inner states (m's best epoch's); "modality": ()
+  inner: Any               # the wrapped optimiser's state
 
 
-def mses(inner: optax.GradientTransformation, *, num_modalities: int
-         ) -> optax.GradientTransformationExtraArgs:
-  """MSES around the optimiser ``inner``: stopped branches get zero gradient and zero update.
+def mses(inner: optax.GradientTransformation, *, num_modalities: int, restore: str = "model",
+         freeze: str = "update", scope: str = "encoder") -> optax.GradientTransformationExtraArgs:
+  """MSES around the optimiser ``inner``: stopped branches get zero gradient (and, with
+  ``freeze="update"``, zero update).
 
-  ``update(grads, state, params, **extra)``: ``grads`` of modality m times ``coeff[m]``, then
-  ``inner``, then the updates times ``coeff[m]`` again. :func:`mses_epoch_update` decides the
-  stops (and returns the params with stopped branches restored).
+  ``update(grads, state, params, *, active=True, **extra)``: ``grads`` of modality m (its
+  leaves under ``scope``) times ``coeff[m]``, then ``inner``, then (``freeze="update"``) the
+  updates times ``coeff[m]`` again; outside the modulation window (``active=False``) the
+  coefficients are 1. :func:`mses_epoch_update` decides the stops and restores; ``restore``
+  fixes the snapshots' shape (module docstring).
   """
   k = check_num_modalities(num_modalities)
+  check_scope(scope, BRANCH_SCOPES)
+  if restore not in RESTORES:
+    raise ValueError(f"restore {restore!r} is unknown; valid: {list(RESTORES)}")
+  if freeze not in FREEZES:
+    raise ValueError(f"freeze {freeze!r} is unknown; valid: {list(FREEZES)}")
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
+    inner_state = inner.init(params)
+    if restore == "model":
+      best_params = tuple(copy(params) for _ in range(k))
+      best_inner = tuple(copy(inner_state) for _ in range(k))
+    else:
+      best_params, best_inner = copy(params), ()
     return MSESState(jnp.ones((k,), jnp.float32), jnp.full((k,), jnp.inf, jnp.float32),
                      jnp.full((k,), -1, jnp.int32), jnp.zeros((k,), jnp.float32),
-                     jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params),
-                     inner.init(params))
+                     jnp.zeros((), jnp.int32), jnp.zeros((), bool), best_params, best_inner,
+                     inner_state)
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, active=True, **extra_args):
     check_extra_args(extra_args, "mses")
-    grads = scale_by_modality(updates, state.coeff)
-    out, inner_state = inner.update(grads, state.inner, params, **extra_args)
-    return scale_by_modality(out, state.coeff), state._replace(inner=inner_state)
+    coeff = jnp.where(active, state.coeff, 1.0)
+    grads = scale_by_modality(updates, coeff, scope=scope)
+    out, inner_state = inner.update(grads, state.inner, params, active=active, **extra_args)
+    if freeze == "update":
+      out = scale_by_modality(out, coeff, scope=scope)
+    return out, state._replace(inner=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def mses_epoch_update(state: MSESState, val_loss, epoch: int, params: Any, *, patience: int,
-                      weight: float = 0.4) -> tuple[MSESState, Any, jax.Array]:
+def _where(on, new: Any, old: Any) -> Any:
+  return jax.tree.map(lambda a, b: jnp.where(on, a, b), new, old)
+
+
+def mses_epoch_update(state: MSESState, val_loss, epoch, params: Any, *, patience: int,
+                      weight: float = 0.4, scope: str = "encoder"
+                      ) -> tuple[MSESState, Any, jax.Array]:
   """After epoch ``epoch`` with validation mono-modal losses ``val_loss`` (k,):
-  ``(new_state, params with newly stopped branches restored, newly_stopped (k,) bool)``."""
+  ``(new_state, params, newly_stopped (k,) bool)``, the params (and, ``restore="model"``, the
+  state's ``inner``) restored for a newly stopped branch. Branch m stops when
+  ``epoch - best_epoch[m] > patience``; several stopping together restore the last one's
+  snapshot (the released code restores each in modality order). ``scope`` must be the
+  transform's (it picks the leaves a ``restore="modality"`` snapshot keeps)."""
   loss = jnp.asarray(val_loss, jnp.float32)
   smoothed = jnp.where(state.epochs == 0, loss, (1.0 - weight) * state.last_loss + weight * loss)
   training = state.coeff > 0
   improved = training & (smoothed < state.best_loss)
   best_loss = jnp.where(improved, smoothed, state.best_loss)
-  best_epoch = jnp.where(improved, jnp.int32(epoch), state.best_epoch)
-  best_params = select_by_modality(improved, params, state.best_params)
-  stop = training & (jnp.int32(epoch) - best_epoch >= patience)
-  params = select_by_modality(stop, best_params, params)
-  new = state._replace(coeff=jnp.where(stop, 0.0, state.coeff), best_loss=best_loss,
-                       best_epoch=best_epoch, last_loss=loss, epochs=state.epochs + 1,
-                       best_params=best_params)
+  best_epoch = jnp.where(improved, jnp.asarray(epoch, jnp.int32), state.best_epoch)
+  stop = training & (jnp.asarray(epoch, jnp.int32) - best_epoch > patience)
+  inner = state.inner
+  if state.best_inner == ():       # restore="modality": m's own leaves
+    best_params = select_by_modality(improved, params, state.best_params, scope=scope)
+    params = select_by_modality(stop, best_params, params, scope=scope)
+    best_inner = ()
+  else:                            # restore="model": the whole snapshot of m's best epoch
+    k = loss.shape[0]
+    best_params = tuple(_where(improved[m], params, state.best_params[m]) for m in range(k))
+    best_inner = tuple(_where(improved[m], inner, state.best_inner[m]) for m in range(k))
+    for m in range(k):
+      params = _where(stop[m], best_params[m], params)
+      inner = _where(stop[m], best_inner[m], inner)
+  coeff = jnp.where(stop, 0.0, state.coeff)
+  new = MSESState(coeff, best_loss, best_epoch, loss, state.epochs + 1, jnp.all(coeff == 0),
+                  best_params, best_inner, inner)
   return new, params, stop
 
 

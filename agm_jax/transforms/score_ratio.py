@@ -14,6 +14,21 @@ k = 2 and again modulates only the arg-max modality. The coefficient scales the 
 modality's *encoder* gradient; GE then adds ``N(0, std(g) + 1e-8)`` to every encoder kernel
 (``transforms.ge.add_ge_noise``; std of the gradient before scaling, as the released code).
 
+Which leaves are scaled and get noise is ``scope`` (``transforms.partition.SCOPES``; the
+released codes differ):
+
+* ``"conv"``: the 4-D conv kernels of the modality's encoder, scaled and noised — the OGM-GE
+  repository (``main.py``: ``'audio' in layer and len(parms.grad.size()) == 4``), and the
+  released AGM code's AV-MNIST (``run/AVMNIST_main.py``, same test; its ``split('.')[1]``
+  finds the encoder only under ``DataParallel``'s ``module.`` prefix, else nothing).
+* ``"branch"``: every parameter of the modality's encoder and of its classifier block
+  (``SumFusion``'s ``classifier_<i>``), scaled and noised — the released AGM code's CREMA-D
+  (``run/CREMAD_main.py``: ``'audio_net' in layer or 'audio_cls' in layer``, its baseline
+  model ``AVClassifier_Sum`` having ``audio_cls``/``visual_cls``). ``"encoder"``: the
+  encoder's parameters only (the same on a concat head, which has no per-modality block).
+* ``"mixed"`` (default, agm-jax's earlier reading): every encoder parameter scaled, GE noise
+  on its ndim >= 2 leaves. Matches no released code.
+
 **OGM-GE-RA** (AGM, Li et al. ICCV 2023, Table 8): the ratio is steered toward its running
 average instead of 1: ``rho`` is replaced by ``rho / mean_{t'<t} rho`` (cumulative mean, 1
 before the first step); a modality is modulated only if that normalised ratio is the largest
@@ -53,7 +68,7 @@ from agm_jax.transforms.common import (
   running_mean,
 )
 from agm_jax.transforms.ge import add_ge_noise
-from agm_jax.transforms.partition import scale_by_modality
+from agm_jax.transforms.partition import check_scope, count_by_modality, scale_by_modality
 
 REFERENCES = ("one", "running_mean")
 SCORES = "the (k,) summed true-class probabilities, ogm_scores(unimodal_logits, labels)"
@@ -129,10 +144,24 @@ def _check(alpha, k):
   return k
 
 
+def _check_selects(params, k: int, scope: str) -> None:
+  """A scope other than the default must pick at least one leaf of every modality."""
+  if params is None or scope == "mixed":
+    return
+  counts = count_by_modality(params, k, scope=scope)
+  if min(counts) == 0:
+    i = counts.index(0)
+    raise ValueError(f"scope {scope!r} selects no parameter of modality {i} (encoders_{i}"
+                     f"{' has no 4-D conv kernel' if scope == 'conv' else ''})")
+
+
 def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise: bool,
-                      seed: int, axis_name: str | None) -> optax.GradientTransformationExtraArgs:
+                      seed: int, axis_name: str | None, scope: str
+                      ) -> optax.GradientTransformationExtraArgs:
+  check_scope(scope)
+
   def init_fn(params):
-    del params
+    _check_selects(params, k, scope)
     ones = jnp.ones((k,), jnp.float32)
     return OGMState(ones, ones, ones, jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
 
@@ -142,10 +171,10 @@ def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise
     require_extra_arg(scores, "scores", "ogm", SCORES)
     scores = batch_statistic(scores, k, "scores", axis_name)
     coeff = jnp.where(active, coefficients(scores, state), 1.0)
-    out = scale_by_modality(updates, coeff)
+    out = scale_by_modality(updates, coeff, scope="encoder" if scope == "mixed" else scope)
     key, sub = jax.random.split(state.noise_key)
     if noise:
-      out = add_ge_noise(out, sub, reference=updates, enabled=active)
+      out = add_ge_noise(out, sub, reference=updates, enabled=active, scope=scope)
     rho = ratios(scores)
     count = state.count + 1
     return out, OGMState(coeff, rho, running_mean(state.running_rho, rho, count), count, key)
@@ -154,14 +183,15 @@ def _score_modulation(k: int, ratios: Callable, coefficients: Callable, *, noise
 
 
 def ogm_ge(alpha: float, *, num_modalities: int, noise: bool = True, reference: str = "one",
-           seed: int = 0, axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+           seed: int = 0, axis_name: str | None = None, scope: str = "mixed"
+           ) -> optax.GradientTransformationExtraArgs:
   """OGM-GE (CVPR 2022) as an optax transformation; see the module docstring.
 
   ``update(grads, state, params=None, *, scores, active=True)``: ``grads`` is the ordinary
-  joint gradient; the dominant modality's encoder leaves (``encoders_<i>``, see
-  ``transforms.partition``) are scaled by its coefficient and, with ``noise``, every encoder
-  kernel gets GE noise. Outside the modulation window (``active=False``) the gradient passes
-  unchanged.
+  joint gradient; the dominant modality's leaves under ``scope`` (default: its encoder,
+  ``encoders_<i>``, see ``transforms.partition``) are scaled by its coefficient and, with
+  ``noise``, every modality's leaves under ``scope`` get GE noise (default: the encoder
+  kernels). Outside the modulation window (``active=False``) the gradient passes unchanged.
 
   Args:
     alpha: modulation strength >= 0 (released default 0.1).
@@ -170,6 +200,8 @@ def ogm_ge(alpha: float, *, num_modalities: int, noise: bool = True, reference: 
     reference: "one" (OGM-GE) or "running_mean" (OGM-GE-RA, AGM Table 8).
     seed: the GE noise key.
     axis_name: a mapped axis to average ``scores`` over.
+    scope: which leaves are scaled and noised: "mixed" (default), "conv", "encoder",
+      "branch" (module docstring: which released code each is).
   """
   k = _check(alpha, num_modalities)
   if reference not in REFERENCES:
@@ -182,16 +214,17 @@ def ogm_ge(alpha: float, *, num_modalities: int, noise: bool = True, reference: 
     return ogm_ge_coefficients(scores, alpha=alpha, reference=ref)
 
   return _score_modulation(k, runner_up_ratios, coefficients, noise=noise, seed=seed,
-                           axis_name=axis_name)
+                           axis_name=axis_name, scope=scope)
 
 
 def ogm(alpha: float, *, num_modalities: int, noise: bool = True, seed: int = 0,
-        axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+        axis_name: str | None = None, scope: str = "mixed"
+        ) -> optax.GradientTransformationExtraArgs:
   """OGM (T-PAMI 2024) with GE noise: ``k^m = max(0, 1 - alpha tanh(rho^m - 1))`` for every
   modality with ``rho^m = mean_{j≠m} score_m/score_j > 1``; same interface as :func:`ogm_ge`."""
   k = _check(alpha, num_modalities)
   return _score_modulation(k, mean_ratios, lambda s, _: ogm_coefficients(s, alpha=alpha),
-                           noise=noise, seed=seed, axis_name=axis_name)
+                           noise=noise, seed=seed, axis_name=axis_name, scope=scope)
 
 
 class OPMState(NamedTuple):
