@@ -7,8 +7,19 @@ logits is fitted on one held-out split ("dep") and evaluated on another (test)::
     d^m = sum_i ||C^m_i - f^m(z_i)||^2 / sum_i ||C^m_i - mean C^m||^2          (eq. 13)
 
 0: the multimodal model contains the concept linearly; 1: no better than the mean.
-``whitened=True`` gives the released code's form ``trace(B^+ R^T R) / K`` with ``R`` the
-residuals and ``B`` the scatter matrix of ``C^m`` (both on the evaluation split).
+
+``whitened=True`` gives the form the released code computes (``test_compute_weight`` in its
+CREMA-D, AV-MNIST and UR-Funny mains), transcribed term by term::
+
+    B = cov(C) * N          # cov unbiased (denominator N - 1), as torch.cov
+    d = trace((R @ pinv(B)).T @ R) / K
+
+with ``R`` the residuals of the ridge prediction and ``C`` the concept's logits, both on the
+evaluation split (``N`` rows, ``K`` columns), and ``pinv``'s cut-off at ``1e-15`` times the
+largest singular value (torch.pinverse's and NumPy's default). So ``B`` is the scatter matrix
+of ``C`` times ``N / (N - 1)``: a prediction equal to the evaluation mean gives
+``(N - 1) / N * rank(B) / K`` where eq. 13 gives 1. (The released mains compute this value
+and then drop it: nothing there logs or returns it.)
 """
 
 from __future__ import annotations
@@ -62,7 +73,8 @@ def competition_strength(z_fit: jax.Array, c_fit: jax.Array, z_eval: jax.Array,
     z_fit, c_fit: feature ``(N, D)`` and concept logits ``(N, K)`` to fit the ridge on (dep).
     z_eval, c_eval: the same on the evaluation split (test).
     l2: ridge penalty (120 in the paper).
-    whitened: the released code's ``trace(B^+ R^T R) / K`` instead of eq. 13.
+    whitened: the released code's ``trace((R B^+)^T R) / K``, ``B = cov(C) * N`` (module
+      docstring), instead of eq. 13.
   Returns:
     A float32 scalar.
   """
@@ -71,6 +83,7 @@ def competition_strength(z_fit: jax.Array, c_fit: jax.Array, z_eval: jax.Array,
   resid = c_eval - (jnp.asarray(z_eval, jnp.float32) @ w + b)
   centred = c_eval - c_eval.mean(0)
   if whitened:
-    scatter = centred.T @ centred
-    return jnp.trace(jnp.linalg.pinv(scatter) @ (resid.T @ resid)) / c_eval.shape[-1]
+    n = c_eval.shape[0]
+    b_mat = (centred.T @ centred) / (n - 1) * n      # torch.cov(C.T) * N
+    return jnp.trace((resid @ jnp.linalg.pinv(b_mat, rtol=1e-15)).T @ resid) / c_eval.shape[-1]
   return jnp.sum(resid**2) / jnp.sum(centred**2)

@@ -2,9 +2,13 @@
 
 import json
 import os
+import types
 
+import jax
+import numpy as np
 import pytest
 
+from agm_jax.methods import unimodal
 from agm_jax.train import competition, loop
 from tests.conftest import read_lines, tiny_config
 
@@ -57,3 +61,90 @@ def test_whitened_form_selected_by_config(tmp_path):
   white = loop.train_and_evaluate(
       tiny_config(num_epochs=1, **base, **{"competition.whitened": True}), str(tmp_path / "b"))
   assert plain["final"]["competition/audio"] != white["final"]["competition/audio"]
+
+
+def test_concept_keys_and_checks():
+  """concept_seed -1 is the run's seed (today's keys); another seed is the concept of a run
+  with that seed; pad and checkpoint are in the key; bad values name their key."""
+  key = lambda **kw: competition.concept_key(tiny_config(**kw), "audio")  # noqa: E731
+  maxout = {"model.fusion": "maxout"}
+  assert key(seed=2) == key(seed=2, **{"competition.concept_seed": 2})
+  assert key(seed=0, **{"competition.concept_seed": 5}) == key(seed=5)
+  assert "-s5-" in key(seed=0, **{"competition.concept_seed": 5})
+  assert key(**maxout) != key(**maxout, **{"competition.concept_pad": "normal"})
+  assert key().endswith("-best") is False
+  assert key(**{"competition.concept_checkpoint": "best"}).endswith("-best")
+  cc = competition.concept_config(tiny_config(**maxout, **{"competition.concept_pad": "normal"}),
+                                  "visual")
+  assert (cc.method, cc.unimodal.modality, cc.unimodal.pad) == ("unimodal", "visual", "normal")
+  for bad, match in (({"competition.concept_pad": "normal"}, "late fusion"),
+                     ({"competition.concept_pad": "ones"}, "concept_pad"),
+                     ({"competition.concept_seed": -2}, "concept_seed"),
+                     ({"competition.concept_checkpoint": "last"}, "concept_checkpoint")):
+    with pytest.raises(ValueError, match=match):
+      competition.concept_config(tiny_config(**bad), "audio")
+
+
+def test_unimodal_normal_pad():
+  """The absent modality becomes N(0, 1) noise drawn from the key; the kept one is untouched."""
+  batch = {"audio": np.ones((64, 32), np.float32), "visual": np.ones((64, 8), np.float32),
+           "label": np.zeros(64, np.int32)}
+  ctx = lambda pad: types.SimpleNamespace(  # noqa: E731
+      hp=unimodal.HParams("audio", pad), modalities=("audio", "visual"))
+  k0, k1 = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+  zeros = unimodal._inputs(ctx("zeros"), batch, k0)
+  assert not np.asarray(zeros["visual"]).any() and np.asarray(zeros["audio"]).all()
+  a, b = unimodal._inputs(ctx("normal"), batch, k0), unimodal._inputs(ctx("normal"), batch, k1)
+  np.testing.assert_array_equal(a["audio"], batch["audio"])
+  np.testing.assert_array_equal(a["visual"], unimodal._inputs(ctx("normal"), batch, k0)["visual"])
+  assert not np.allclose(a["visual"], b["visual"])
+  assert abs(float(np.mean(a["visual"]))) < 0.1 and abs(float(np.std(a["visual"])) - 1) < 0.1
+  with pytest.raises(ValueError, match="late fusion"):
+    unimodal.modalities(unimodal.HParams("audio", "normal"), "concat", ("audio", "visual"))
+  with pytest.raises(ValueError, match="unimodal.pad"):
+    unimodal.HParams("audio", "ones")
+
+
+def test_best_epoch_hook(tmp_path):
+  """Strictly better validation accuracy wins (the first of equals), the record survives a
+  restart (best.npz), and a record from the current epoch or later (a restarted run) is
+  replaced."""
+  run = types.SimpleNamespace(evaluate=lambda state, split: ({}, None, np.full((2, 3), state)))
+  evals = lambda acc, e: {"val": ({"acc": acc}, None, None),  # noqa: E731
+                          "test": ({"acc": e / 10}, None, np.full((2, 3), -e))}
+  hook = competition.BestEpoch(str(tmp_path))
+  for epoch, acc in enumerate((0.5, 0.7, 0.7, 0.6)):
+    assert hook(run, epoch, epoch, evals(acc, epoch)) == {}
+  assert int(hook.record["epoch"]) == 1 and float(hook.record["acc"]) == 0.1
+  resumed = competition.BestEpoch(str(tmp_path))
+  np.testing.assert_array_equal(resumed.record["dep"], np.full((2, 3), 1))
+  resumed(run, 4, 4, evals(0.7, 4))
+  assert int(resumed.record["epoch"]) == 1
+  restarted = competition.BestEpoch(str(tmp_path))
+  restarted(run, 0, 0, evals(0.1, 0))
+  assert int(restarted.record["epoch"]) == 0
+
+
+@pytest.mark.slow
+def test_best_checkpoint_seed_and_pad(tmp_path, count_fits):
+  """concept_checkpoint="best": the cached logits are those of the concept run's best epoch
+  (its own summary's best_epoch and best test accuracy); the summary says so."""
+  cache = tmp_path / "cache"
+  c = tiny_config(method="joint", num_epochs=2, **{
+      "model.fusion": "maxout", "competition.enabled": True, "competition.cache_dir": str(cache),
+      "competition.concept_seed": 1, "competition.concept_pad": "normal",
+      "competition.concept_checkpoint": "best"})
+  summary = loop.train_and_evaluate(c, str(tmp_path / "run"))
+  assert count_fits == ["joint", "unimodal", "unimodal"]
+  assert summary["concept_checkpoint"] == "best"
+  for m in ("audio", "visual"):
+    directory = cache / competition.concept_key(c, m)
+    assert "-s1-" in directory.name
+    with open(directory / "summary.json") as f:
+      concept = json.load(f)
+    with open(directory / "config.json") as f:
+      assert json.load(f)["unimodal"]["pad"] == "normal"
+    with np.load(directory / "concept.npz") as f:
+      assert str(f["checkpoint"]) == "best"
+      assert int(f["epoch"]) == concept["best_epoch"] == summary[f"concept_epoch/{m}"]
+      assert float(f["acc"]) == pytest.approx(concept["best"]["acc"])

@@ -50,3 +50,30 @@ def test_competition_strength_partial():
   noise = lambda n: rng.normal(size=(n, 1)) * np.sqrt((a**2).sum())  # noqa: E731
   d = probe.competition_strength(z_fit, z_fit @ a + noise(4000), z_eval, z_eval @ a + noise(2000))
   assert abs(float(d) - 0.5) < 0.05
+
+
+def test_whitened_matches_released_formula():
+  """A NumPy transcription of the released test_compute_weight: Ridge(alpha=120) fitted on
+  dep, R its residuals on test, B = cov(C.T) * N (unbiased cov), trace((R pinv(B)).T R) / K."""
+  rng = np.random.default_rng(3)
+  n, d, k = 20, 6, 3
+  z_dep, z_test = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+  a = rng.normal(size=(d, k))
+  c_dep = z_dep @ a + rng.normal(size=(n, k))
+  c_test = z_test @ a + rng.normal(size=(n, k))
+  resid = Ridge(alpha=120).fit(z_dep, c_dep).predict(z_test) - c_test
+  b = np.cov(c_test.T) * c_test.shape[0]
+  expected = np.trace((resid @ np.linalg.pinv(b)).T @ resid) / c_test.shape[1]
+  got = probe.competition_strength(z_dep, c_dep, z_test, c_test, l2=120.0, whitened=True)
+  np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_whitened_and_eq13_by_hand():
+  """A constant feature: the ridge predicts the dep mean (0, 1); on test C = [[0, 1], [2, 1]],
+  so R = [[0, 0], [2, 0]]. Eq. 13: 4 / 2 = 2. Whitened: B = cov(C) * 2 = diag(4, 0),
+  pinv(B) = diag(1/4, 0), trace = 1, / K = 0.5 (the scatter matrix would give 1)."""
+  z_dep, z_test = np.ones((2, 1)), np.array([[5.0], [7.0]])
+  c_dep, c_test = np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [2.0, 1.0]])
+  assert float(probe.competition_strength(z_dep, c_dep, z_test, c_test)) == pytest.approx(2.0)
+  assert float(probe.competition_strength(z_dep, c_dep, z_test, c_test, whitened=True)
+               ) == pytest.approx(0.5)

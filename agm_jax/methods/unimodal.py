@@ -1,8 +1,12 @@
-"""Uni-modal training of one modality (config section ``unimodal``: ``modality``): the
+"""Uni-modal training of one modality (config section ``unimodal``: ``modality``, ``pad``): the
 mono-modal concept of AGM §3.2.
 
 For late fusion the model is that modality's encoder plus a linear classifier; for the other
-fusions it is the whole multimodal architecture with every other modality's input zeroed.
+fusions it is the whole multimodal architecture with every other modality's input replaced by
+``pad``: "zeros" (the released code), or "normal" (the supplement's random padding, Table 6):
+every element drawn i.i.d. from N(0, 1), fresh each training step from the step's key, and
+from one fixed key (the run's seed) at evaluation so the logits are deterministic. Late fusion
+has no absent modality to pad, so ``pad="normal"`` is an error there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from agm_jax.models import fusion as fusion_lib
 @dataclasses.dataclass(frozen=True)
 class HParams:
   modality: str
+  pad: str
+
+  def __post_init__(self):
+    if self.pad not in shapley.PADS:
+      raise ValueError(f"unimodal.pad {self.pad!r} is not one of {list(shapley.PADS)}")
 
 
 def hparams(section) -> HParams:
@@ -31,29 +40,36 @@ def modalities(hp, fusion, data_modalities):
   if m not in data_modalities:
     raise ValueError(f"unimodal.modality {m!r} is not one of the data's modalities "
                      f"{list(data_modalities)}")
+  if fusion_lib.is_late(fusion) and hp.pad != "zeros":
+    raise ValueError(f"unimodal.pad {hp.pad!r} needs an absent modality to pad; with late "
+                     f"fusion the concept is {m!r}'s encoder alone (use 'zeros')")
   model = (m,) if fusion_lib.is_late(fusion) else tuple(data_modalities)
   return model, (m,)
 
 
-def _inputs(ctx, batch):
-  """Zero every modality but the trained one (no-op for a single-modality model)."""
+def _inputs(ctx, batch, key):
+  """Pad every modality but the trained one (no-op for a single-modality model)."""
   keep = ctx.hp.modality
   x = inputs_of(batch)
-  return {k: (jnp.zeros_like(v) if k in ctx.modalities and k != keep else v)
-          for k, v in x.items()}
+  absent = [m for m in ctx.modalities if m != keep]
+  if not absent:
+    return x
+  pads = shapley.pads_for(x, absent, ctx.hp.pad, key if ctx.hp.pad != "zeros" else None)
+  return {k: pads.get(k, v) for k, v in x.items()}
 
 
-def _logits(ctx, params, batch_stats, batch, train):
-  return subsets.apply(ctx.model, params, batch_stats, _inputs(ctx, batch), train=train,
-                       update=True)
+def _logits(ctx, params, batch_stats, batch, train, key):
+  dropout_key = subsets.dropout_stream(key, ctx.axis_name) if train else None
+  return subsets.apply(ctx.model, params, batch_stats, _inputs(ctx, batch, key), train=train,
+                       update=True, dropout_key=dropout_key)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
-  del rng, active, opt_state
+  del active, opt_state
   labels = batch["label"]
 
   def loss_fn(p):
-    (logits, _), stats = _logits(ctx, p, batch_stats, batch, True)
+    (logits, _), stats = _logits(ctx, p, batch_stats, batch, True, rng)
     return shapley.cross_entropy(logits, labels).mean(), (logits, stats)
 
   (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -64,7 +80,8 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
 
 
 def evaluate(ctx, params, batch_stats, batch):
-  (logits, z), _ = _logits(ctx, params, batch_stats, batch, False)
+  key = jax.random.PRNGKey(ctx.seed)   # the same pads on every evaluation
+  (logits, z), _ = _logits(ctx, params, batch_stats, batch, False, key)
   labels = batch["label"]
   ce = shapley.cross_entropy(logits, labels)
   correct = jnp.argmax(logits, -1) == labels
