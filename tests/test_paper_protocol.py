@@ -157,3 +157,85 @@ def test_trainer_clips_and_holds_kappa(tmp_path):
   assert epoch1 and all(line["kappa/audio"] != 1.0 for line in epoch1)
   # held: every epoch-1 step applies the kappa of epoch 0's last step
   assert len({line["kappa/audio"] for line in epoch1}) == 1
+
+
+PAPER_CONFIGS = {
+    # config: (late?, conditional-clip threshold, exponent clip, MSLR init)
+    "cremad_agm": (True, 1.0, 10.0, (0.9, 1.1)),
+    "cremad_early": (False, 1.0, 10.0, (0.9, 1.1)),
+    "avmnist_agm": (True, 1.0, float("inf"), (1.3, 0.7)),
+    "avmnist_early": (False, 1.0, float("inf"), (1.3, 0.7)),
+    "urfunny_agm": (True, 5.0, 7.0, (0.9, 1.4, 0.7)),
+    "urfunny_early": (False, 5.0, 7.0, (0.9, 1.4, 0.7)),
+    "ks_agm": (True, 1.0, 10.0, (1.3, 0.7)),
+    "ks_film": (False, 1.0, 10.0, (1.3, 0.7)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
+def test_paper_configs_carry_the_released_rules(name):
+  import importlib  # noqa: PLC0415
+
+  from agm_jax.train import per_method  # noqa: PLC0415
+  late, threshold, exponent_clip, mslr_init = PAPER_CONFIGS[name]
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert c.seed == 999
+  assert (c.agm.start_epoch, c.agm.end_epoch, c.agm.outside) == (0, 19, "hold")
+  assert c.agm.clip == exponent_clip
+  assert c.optimizer.conditional_clip.threshold == threshold
+  assert c.optimizer.conditional_clip.max_norm == threshold
+  assert c.competition.whitened and c.subsets.bn == "eval"
+  assert tuple(c.mslr.init) == mslr_init
+  for method in ("agm", "joint", "agm_1", "ogm_ge", "mslr", "mses"):
+    c.method = method
+    validate.validate_config(c)
+    resolved = per_method.resolve(c)
+    agm_row = method in ("agm", "agm_1")
+    if late:   # the released late-fusion models: concat for AGM, sum for every other method
+      assert resolved.model.fusion == ("concat" if agm_row else "sum"), method
+      assert state.conditional_clip_applies(resolved.optimizer, method) is agm_row
+    else:      # early / hybrid fusion: one head, the clip for every method
+      assert resolved.model.fusion == c.model.fusion
+      assert state.conditional_clip_applies(resolved.optimizer, method)
+    assert not resolved.per_method
+
+
+def test_per_method_overrides_are_checked():
+  from agm_jax.train import per_method  # noqa: PLC0415
+  c = tiny_config(method="joint")
+  c.per_method = {"joint": {"model": {"fusion": "sum"}}, "agm": {"optimizer": {"momentum": 0.5}}}
+  resolved = per_method.resolve(c)
+  assert resolved.model.fusion == "sum" and resolved.optimizer.momentum == 0.9
+  assert c.model.fusion == "concat"   # the input config is not changed
+  c.per_method = {"jiont": {"model": {"fusion": "sum"}}}
+  with pytest.raises(validate.ConfigError, match="per_method entry 'jiont' is not a method"):
+    validate.validate_config(c)
+  c.per_method = {"joint": {"model": {"fushion": "sum"}}}
+  with pytest.raises(validate.ConfigError, match="the config has no 'model.fushion'"):
+    validate.validate_config(c)
+
+
+def test_reproduce_guide_shows_the_reference_numbers():
+  """Every table of docs/REPRODUCE.md equals the rows of agm_jax/reference/paper_results.csv
+  it names (one source for the paper's numbers)."""
+  import csv  # noqa: PLC0415
+  import os  # noqa: PLC0415
+  import re  # noqa: PLC0415
+
+  from tests.conftest import ROOT  # noqa: PLC0415
+  with open(os.path.join(ROOT, "agm_jax", "reference", "paper_results.csv"), newline="") as f:
+    rows = list(csv.DictReader(f))
+  with open(os.path.join(ROOT, "docs", "REPRODUCE.md")) as f:
+    text = f.read()
+  blocks = re.findall(r"<!-- paper: (\S+) (\S+) (\S+) -->\n((?:\|.*\n)+)", text)
+  assert len(blocks) >= 17
+  for source, dataset, fusion, table in blocks:
+    expected = [r for r in rows if (r["source"], r["dataset"], r["fusion"]) ==
+                (source, dataset, fusion)]
+    assert expected, (source, dataset, fusion)
+    header, _, *body = [[c.strip() for c in line.strip("|").split("|")]
+                        for line in table.strip().splitlines()]
+    assert [cells[0] for cells in body] == [r["method"] for r in expected]
+    for cells, row in zip(body, expected):
+      for column, cell in zip(header[1:], cells[1:]):
+        assert cell == (row[column] or "–"), (source, row["method"], column)

@@ -21,7 +21,7 @@ import data_pipelines
 from agm_jax import methods, modalities, subsets
 from agm_jax.models import build_model
 from agm_jax.models.classifier import OUTPUT_LAYER
-from agm_jax.train import guard, parallel
+from agm_jax.train import guard, parallel, per_method
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
 from agm_jax.train.competition import CompetitionProbe
@@ -89,6 +89,7 @@ class Run:
   only the :class:`methods.Context` built from them."""
 
   def __init__(self, config, *, dataset=None):
+    config = per_method.resolve(config)
     self.config = config
     if dataset is None:   # process 0 prepares the data if needed, then every process reads it
       dataset = parallel.primary_first(lambda: data_pipelines.load(config.data, seed=config.seed),
@@ -123,7 +124,7 @@ class Run:
 
   def init_state(self):
     return state_lib.create(self.model, self.tx, self.dataset.spec, self.modalities,
-                            self.config.seed)
+                            self.config.seed, init=self.config.model.init)
 
   def active(self, epoch: int) -> bool:
     """Whether ``epoch`` is inside the method's modulation window (always, without one)."""
@@ -170,6 +171,15 @@ def _evaluator(run, host, evals):
   return evaluate
 
 
+def run_finished(state) -> bool:
+  """Whether the method has ended the run: a node of the optimiser state with a true
+  ``run_finished`` field (MSES once every branch has stopped). It is checkpointed, so a
+  resumed run stays ended."""
+  has = lambda s: hasattr(s, "run_finished")  # noqa: E731
+  return any(bool(np.asarray(s.run_finished)) for s in
+             jax.tree.leaves(state.opt_state, is_leaf=has) if has(s))
+
+
 def _postfix(line: dict) -> dict:
   keys = ["loss", "acc"] + [k for k in line if k.startswith("kappa/")]
   return {k.replace("kappa/", "κ_"): f"{line[k]:.3g}" for k in keys if k in line}
@@ -188,6 +198,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to add to the
   test line; a hook's ``summary`` dict attribute is merged into the summary."""
   t_start = time.time()
+  config = per_method.resolve(config)
   os.makedirs(workdir, exist_ok=True)
   run = Run(config, dataset=dataset)
   hooks = list(epoch_hooks)
@@ -224,7 +235,8 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
     return guard.Preempted(step)
 
   with signals:
-    for epoch in range(step // spe, num_epochs):
+    first = num_epochs if run_finished(run.dp.host_state(state)) else step // spe
+    for epoch in range(first, num_epochs):
       active = np.bool_(run.active(epoch))
       acc, stop = Accumulator(), False
       for batch in prefetch(run.train_batches(epoch, step % spe), run.dp.put_batch):
@@ -269,6 +281,10 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
                    f"{lines['test']['acc']:.4f}  " + "  ".join(
                        f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
       ckpt.save(step, run.dp.checkpoint_state(state))
+      if run_finished(host):
+        if primary:
+          pbar.write(f"epoch {epoch}: the method ended the run")
+        break
       if stop and epoch + 1 < num_epochs:
         raise preempted()
   pbar.close()

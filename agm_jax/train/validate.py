@@ -7,7 +7,8 @@ import tempfile
 
 from agm_jax import methods, modalities, subsets
 from agm_jax.models import FUSIONS
-from agm_jax.train import parallel
+from agm_jax.models.init import SCHEMES as INIT_SCHEMES
+from agm_jax.train import competition, parallel, per_method
 
 
 class ConfigError(ValueError):
@@ -26,9 +27,15 @@ def _choice(value, valid, what: str) -> None:
 def validate_config(config) -> None:
   """The trainer-level settings, the ``subsets`` section and the method's own section (its
   typed hyper-parameters: ranges the transforms check are checked when the run builds them,
-  before anything compiles)."""
+  before anything compiles), after the ``per_method`` overrides of the chosen method."""
+  try:
+    per_method.check(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  config = per_method.resolve(config)
   _choice(config.method, methods.NAMES, "method")
   _choice(config.model.fusion, FUSIONS, "fusion")
+  _choice(config.model.init, INIT_SCHEMES, "model.init")
   _need(int(config.num_epochs) >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
   _need(int(config.batch_size) >= 1, f"batch_size must be >= 1, got {config.batch_size}")
   _need(int(config.eval_batch_size) >= 1,
@@ -46,6 +53,11 @@ def validate_config(config) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   _need(int(config.checkpoint_every_steps) >= 0, "checkpoint_every_steps must be >= 0")
+  if config.competition.enabled:
+    try:
+      competition.check(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   cc = config.optimizer.conditional_clip
   _need(float(cc.threshold) >= 0, "optimizer.conditional_clip.threshold must be >= 0 (0: off), "
         f"got {cc.threshold}")
