@@ -198,6 +198,13 @@ def test_paper_configs_carry_the_released_rules(name):
       assert resolved.model.fusion == c.model.fusion
       assert state.conditional_clip_applies(resolved.optimizer, method)
     assert not resolved.per_method
+  # one mono-modal concept per modality for every row of a table (sum and concat heads alike)
+  from agm_jax.train import competition  # noqa: PLC0415
+  keys = set()
+  for method in ("agm", "joint", "mslr"):
+    c.method = method
+    keys.add(competition.concept_key(per_method.resolve(c), "audio"))
+  assert len(keys) == 1, keys
 
 
 def test_per_method_overrides_are_checked():

@@ -83,6 +83,13 @@ def concept_config(config, modality: str):
     if comp.concept_seed >= 0:
       c.seed = int(comp.concept_seed)
     c.competition.enabled = False
+    # What cannot change the concept is normalised, so runs that differ only there share it:
+    # a late-fusion concept is modality m's encoder and one linear layer whatever the
+    # multimodal head (sum or concat: the released code trains one mono-modal model per
+    # modality for all of its late-fusion runs), and the conditional clip never applies to it.
+    if fusion_lib.is_late(c.model.fusion):
+      c.model.fusion = "concat"
+    c.optimizer.conditional_clip = dict(threshold=0.0, max_norm=1.0, methods="*")
   return c
 
 
@@ -99,7 +106,7 @@ def concept_key(config, modality: str) -> str:
   fields["version"] = CACHE_VERSION
   digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
   suffix = "" if checkpoint == "final" else f"-{checkpoint}"
-  return f"{config.data.name}-{config.model.fusion}-{modality}-s{c.seed}-{digest}{suffix}"
+  return f"{config.data.name}-{c.model.fusion}-{modality}-s{c.seed}-{digest}{suffix}"
 
 
 def _save(path: str, **arrays) -> None:
