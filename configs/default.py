@@ -7,7 +7,8 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
   python launch.py --config=configs/default.py --workdir=/tmp/joint_default --config.method=joint
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
-mslr, mses, gblending, greedy (their hyper-parameters: the sections of the same name below).
+opm_ogm, mslr, mses, gblending, greedy (their hyper-parameters: the sections of the same name
+below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 """
@@ -89,11 +90,21 @@ def get_config():
   c.ogm_ge = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, scope="mixed", **always))
   c.ogm_ge_ra = ml_collections.ConfigDict(dict(alpha=0.1, noise=True, scope="mixed",
                                                **always))
-  # OGM (T-PAMI 2024, train_ogm.sh: alpha 0.8), with GE noise.
-  c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, noise=True, **always))
+  # OGM (T-PAMI 2024), with GE noise. form: "paper" (eq. 11; kept as agm-jax's default),
+  # "code" (released main.py: 1 - tanh(alpha*relu(rho)) for the dominant modality), "plus"
+  # (OGM*: the others' gradient times plus_gain, released 4). alpha 0.8 is train_ogm.sh's,
+  # tuned for form "code" (configs/tpami_ks.py runs it as released); scope as ogm_ge's.
+  c.ogm = ml_collections.ConfigDict(dict(alpha=0.8, form="paper", plus_gain=4.0, noise=True,
+                                         scope="mixed", **always))
   # OPM (T-PAMI 2024, train_opm.sh): drop probability q_base*(1+lam*tanh(rho-1)); a batch
-  # drops with probability p_exe.
-  c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, **always))
+  # drops with probability p_exe; rho: "current" (this step's, released code) or "previous"
+  # (the last step's, the paper's Fig. 2).
+  c.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, rho="current",
+                                         **always))
+  # OPM+OGM (T-PAMI 2024 Table 12; main.py with both flags): opm's and ogm's settings.
+  c.opm_ogm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, rho="current",
+                                             alpha=0.8, form="paper", plus_gain=4.0,
+                                             noise=True, scope="mixed", **always))
   # MSLR: one initial coefficient per modality in modality order (released AGM code: CREMA-D
   # 0.9, 1.1; AV-MNIST 1.3, 0.7; UR-Funny audio, visual, text 0.9, 1.4, 0.7; empty = all 1),
   # ratio from a window of validation mono-modal accuracies. scope "encoder" | "branch" (and

@@ -20,8 +20,8 @@ from agm_jax.transforms import greedy as greedy_tx
 from agm_jax.transforms import partition, score_ratio
 from tests.conftest import tiny_config
 
-NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "mslr", "mses",
-               "gblending", "greedy")
+NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "opm_ogm", "mslr",
+               "mses", "gblending", "greedy")
 T = math.tanh
 
 
@@ -369,8 +369,8 @@ def test_mslr_init_must_match_modalities():
 
 
 LOGGED = {"agm_1": "kappa", "agm_ge": "kappa", "ogm_ge": "coeff", "ogm_ge_ra": "coeff",
-          "ogm": "coeff", "opm": "drop_prob", "mslr": "coeff", "mses": "coeff",
-          "gblending": "coeff", "greedy": "util"}
+          "ogm": "coeff", "opm": "drop_prob", "opm_ogm": "drop_prob", "mslr": "coeff",
+          "mses": "coeff", "gblending": "coeff", "greedy": "util"}
 
 
 @pytest.mark.slow

@@ -27,13 +27,14 @@ from agm_jax.methods import (
   ogm_ge,
   ogm_ge_ra,
   opm,
+  opm_ogm,
   unimodal,
 )
 from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window, from_section
 
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
-                                               ogm_ge_ra, ogm, opm, mslr, mses, gblending,
-                                               greedy)}
+                                               ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
+                                               gblending, greedy)}
 NAMES = tuple(REGISTRY)
 
 

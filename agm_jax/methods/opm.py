@@ -1,26 +1,34 @@
 """OPM: On-the-fly Prediction Modulation (Wei, Peng, Hu et al., "On-the-fly Modulation for
-Balanced Multimodal Learning", T-PAMI 2024; GeWu-Lab/BML_TPAMI2024 ``models/Classifier.py``).
+Balanced Multimodal Learning", T-PAMI 2024, Algorithm 1; GeWu-Lab/BML_TPAMI2024
+``code/models/Classifier.py``, ``code/main.py``).
 
 The dominant modality's *features* are dropped in the training forward pass. With OGM's
-``rho^m = mean_{j≠m} score_m / score_j`` from the PREVIOUS step (kept, with
-``q``, in the ``opm`` transform's state)::
+``rho^m = mean_{j≠m} score_m / score_j`` (scores of the undropped features)::
 
     q^m = min(1, q_base * (1 + lam * tanh(rho^m - 1)))   if rho^m > 1, else 0
 
-With probability ``p_exe`` per batch (the released code's ``execute_drop``), each example's
+``opm.rho`` says whose rho: ``"current"`` (default) this step's, computed in the forward pass
+before the fusion head as the released ``Classifier.forward`` does (l. 142–147), or
+``"previous"`` the last step's, kept in the ``opm`` transform's state (the paper's Fig. 2:
+"determined by the discriminative discrepancy ratio at the last iteration").
+
+With probability ``p_exe`` per batch (the released ``execute_drop``), each example's
 modality-m encoder features are replaced by zeros with probability ``q^m``, the kept features
 are rescaled by ``1 / (1 - theta)``, ``theta = sum_m D_m q^m / sum_m D_m`` (inverted dropout
 over the feature dimensions ``D_m``), and an example with every modality dropped leaves the
-loss. Evaluation never drops. The gradient itself is the plain cross-entropy gradient. The
-released code uses the current step's rho (computed before the fusion layer); the reading
-followed here uses the previous step's (docs/ARCHITECTURE.md). Needs a late-fusion head.
-Config section ``opm``: ``q_base`` (0.5), ``lam`` (0.5), ``p_exe`` (0.7) — ``train_opm.sh`` —
-and ``start_epoch``, ``end_epoch``.
+loss (the mean over the kept examples). A batch with no example left takes no optimiser step
+(``main.py`` l. 95–97: ``continue``): ``transforms.score_ratio.skip_empty_batches`` wraps the
+optimiser, leaving its whole state (momentum, step count) as it was; ``skipped`` counts such
+steps. Evaluation never drops. The gradient itself is the plain cross-entropy gradient.
+Needs a late-fusion head. The released warm-up (no drop while ``epoch <= 5``, ``main.py``
+l. 91) is the window ``start_epoch=6``. Config section ``opm``: ``q_base`` (0.5), ``lam``
+(0.5), ``p_exe`` (0.7) — ``train_opm.sh`` — ``rho``, ``start_epoch``, ``end_epoch``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +37,9 @@ import optax
 from agm_jax.methods import branches
 from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
 from agm_jax.transforms import score_ratio
+from agm_jax.transforms.common import batch_statistic
+
+RHOS = ("current", "previous")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +47,34 @@ class HParams:
   q_base: float
   lam: float
   p_exe: float
+  rho: str      # whose rho sets q: "current" (released code) or "previous" (paper's Fig. 2)
   window: Window
 
   def __post_init__(self):
     if not 0.0 <= self.p_exe <= 1.0:
       raise ValueError(f"p_exe must be in [0, 1], got {self.p_exe}")
+    if self.rho not in RHOS:
+      raise ValueError(f"rho {self.rho!r} is unknown; valid: {list(RHOS)}")
 
 
 def hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
+def keep_mask(q, key, num_modalities: int, batch: int, *, p_exe: float):
+  """``(keep (k, B) bool, execute)``: with probability ``p_exe`` (``execute``) each example
+  keeps modality m with probability ``1 - q[m]``; otherwise every example keeps everything."""
+  k_exe, k_mask = jax.random.split(key)
+  execute = jax.random.uniform(k_exe) < p_exe
+  keep = jax.random.bernoulli(k_mask, (1.0 - q)[:, None], (num_modalities, batch))
+  return keep | ~execute, execute
+
+
 def drop_features(feats, q, key, *, p_exe: float):
   """``(feats, weight)``: modality m's features zeroed per example with probability ``q[m]``
   (in a fraction ``p_exe`` of batches), rescaled by ``1/(1-theta)``; ``weight`` (B,) is 0 for
   examples that lost every modality."""
-  k_exe, k_mask = jax.random.split(key)
-  batch = feats[0].shape[0]
-  execute = jax.random.uniform(k_exe) < p_exe
-  keep = jax.random.bernoulli(k_mask, (1.0 - q)[:, None], (len(feats), batch))
-  keep = keep | ~execute
+  keep, execute = keep_mask(q, key, len(feats), feats[0].shape[0], p_exe=p_exe)
   dims = jnp.asarray([f.shape[-1] for f in feats], jnp.float32)
   theta = (dims * q).sum() / dims.sum()
   scale = jnp.where(execute & (theta < 1.0), 1.0 / jnp.maximum(1.0 - theta, 1e-6), 1.0)
@@ -65,19 +84,51 @@ def drop_features(feats, q, key, *, p_exe: float):
 
 def make_tx(ctx, base):
   check_late_fusion(ctx.model, "opm")
-  return optax.chain(score_ratio.opm(ctx.hp.q_base, ctx.hp.lam, num_modalities=ctx.k,
-                                     axis_name=ctx.axis_name), base)
+  return score_ratio.skip_empty_batches(
+      optax.chain(score_ratio.opm(ctx.hp.q_base, ctx.hp.lam, num_modalities=ctx.k,
+                                  axis_name=ctx.axis_name), base),
+      axis_name=ctx.axis_name)
+
+
+def unimodal_logits(ctx, params, feats):
+  """The late head's uni-modal logits ``W_m z_m + b/k`` of ``feats``, without gradient."""
+  return ctx.model.apply({"params": jax.lax.stop_gradient(params)},
+                         jax.lax.stop_gradient(tuple(feats)), method="unimodal_logits")
+
+
+def current_drop_probabilities(ctx, unimodal, labels):
+  """q from this step's ``(k, B, K)`` uni-modal logits (scores averaged over
+  ``ctx.axis_name``, as the transform averages them)."""
+  scores = batch_statistic(score_ratio.ogm_scores(unimodal, labels), ctx.k, "scores",
+                           ctx.axis_name)
+  return score_ratio.opm_drop_probabilities(score_ratio.mean_ratios(scores),
+                                            q_base=ctx.hp.q_base, lam=ctx.hp.lam)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
-  q = jax.lax.stop_gradient(optax.tree_utils.tree_get(opt_state, "drop_prob"))
+  labels = batch["label"]
   drop_key, pad_key = jax.random.split(rng)
   p_exe = ctx.hp.p_exe
-  out = branches.late_step(ctx, params, batch_stats, batch, pad_key,
-                           feature_fn=lambda f: drop_features(f, q, drop_key, p_exe=p_exe))
-  scores = score_ratio.ogm_scores(out.unimodal, batch["label"])
-  return StepOutput(out.grads, {"scores": scores, "active": active}, out.batch_stats,
-                    out.metrics)
+
+  def q_of(unimodal: Callable[[], jax.Array]):
+    if ctx.hp.rho == "current":
+      q = current_drop_probabilities(ctx, unimodal(), labels)
+    else:
+      q = optax.tree_utils.tree_get(opt_state, "drop_prob")
+    return jax.lax.stop_gradient(jnp.where(active, q, 0.0))
+
+  def feature_fn(feats):
+    return drop_features(feats, q_of(lambda: unimodal_logits(ctx, params, feats)), drop_key,
+                         p_exe=p_exe)
+
+  out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)
+  # The examples the forward pass kept: the same q (the same logits) and the same key.
+  keep, _ = keep_mask(q_of(lambda: out.unimodal), drop_key, ctx.k, labels.shape[0],
+                      p_exe=p_exe)
+  kept = keep.any(0).sum()
+  scores = score_ratio.ogm_scores(out.unimodal, labels)
+  return StepOutput(out.grads, {"scores": scores, "active": active, "kept": kept},
+                    out.batch_stats, out.metrics)
 
 
 METHOD = Method(name="opm", hparams=hparams, gradients=gradients, make_tx=make_tx,

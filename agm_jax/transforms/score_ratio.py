@@ -35,13 +35,32 @@ before the first step); a modality is modulated only if that normalised ratio is
 and >= 1.
 
 **OGM** (Wei, Peng, Hu et al., "On-the-fly Modulation for Balanced Multimodal Learning",
-T-PAMI 2024): ``rho^m = mean_{j≠m} score_m / score_j`` for any k, and
-``k^m = max(0, 1 - alpha * tanh(rho^m - 1))`` if ``rho^m > 1`` else 1, plus GE.
+T-PAMI 2024; released code GeWu-Lab/BML_TPAMI2024 ``code/main.py``), three coefficient forms
+(``form``), each one function, all with ``rho^m = mean_{j≠m} score_m / score_j`` (eq. 6;
+k = 2: ``score_1 / score_2`` and its inverse, as ``main.py`` l. 119–120):
 
-**OPM** (same paper): drop probability ``q^m = min(1, q_base * (1 + lam * tanh(rho^m - 1)))``
-if ``rho^m > 1`` else 0. The transform only keeps ``rho`` and ``q`` in its state; the trainer's
-forward pass reads ``drop_prob`` (the previous step's) and zeroes modality m's features for a
-Bernoulli(q^m) subset of the batch (``agm_jax.methods.opm``).
+* ``"paper"`` (eq. 11, z(x) = tanh(x − 1), floor 0): ``k^m = max(0, 1 − alpha·tanh(rho^m −
+  1))`` for every modality with ``rho^m > 1``, else 1 (:func:`ogm_coefficients`);
+* ``"code"`` (``main.py`` l. 138–148): only the dominant modality (arg-max of rho; the LAST
+  on a tie, the released ``else`` branch modulating modality 2) gets ``1 − tanh(alpha·
+  relu(rho))``, the others 1 — OGM-GE's expression: at most ``1 − tanh(alpha)``, the value
+  at rho = 1, where the paper's form is 1 (:func:`ogm_code_coefficients`);
+* ``"plus"`` (OGM*, paper Sec. 4.4.2, ``main.py --use_OGM_plus``, l. 128–136): the dominant
+  modality keeps 1 and every other modality's gradient is multiplied by ``gain`` (4 in the
+  released code, a constant; its commented-out variant is ``1 + tanh(alpha·relu(rho))``)
+  (:func:`ogm_plus_coefficients`).
+
+The released runs modulate the encoders' 4-D conv kernels (``scope="conv"``, l. 157/164) and
+add GE noise to both encoders (``--modulation`` defaults to ``OGM_GE``, l. 36, 158–167).
+
+**OPM** (same paper, Algorithm 1, eq. 8; ``code/models/Classifier.py`` ``calcu_q``): drop
+probability ``q^m = min(1, q_base * (1 + lam * tanh(rho^m - 1)))`` if ``rho^m > 1`` else 0
+(:func:`opm_drop_probabilities`). The transform keeps ``rho`` and ``q`` in its state; the
+trainer's forward pass zeroes modality m's features for a Bernoulli(q^m) subset of the batch
+(``agm_jax.methods.opm``), with q from the current step's scores (the released code) or the
+previous step's (the paper's Fig. 2, ``drop_prob`` of this state). :func:`skip_empty_batches`
+wraps the optimiser so that a batch in which no example kept a modality takes no step (the
+released ``continue``, ``main.py`` l. 95–97).
 
 Scores are ``pmean``-ed over ``axis_name`` (a sum over the local batch: ratios are
 unaffected); the noise key lives in the state, so replicas draw the same noise.
@@ -71,6 +90,7 @@ from agm_jax.transforms.ge import add_ge_noise
 from agm_jax.transforms.partition import check_scope, count_by_modality, scale_by_modality
 
 REFERENCES = ("one", "running_mean")
+FORMS = ("paper", "code", "plus")   # OGM's coefficient (T-PAMI 2024): module docstring
 SCORES = "the (k,) summed true-class probabilities, ogm_scores(unimodal_logits, labels)"
 
 
@@ -117,9 +137,31 @@ def ogm_ge_coefficients(scores: jax.Array, *, alpha: float,
 
 
 def ogm_coefficients(scores: jax.Array, *, alpha: float) -> jax.Array:
-  """T-PAMI OGM: ``max(0, 1 - alpha * tanh(rho^m - 1))`` where ``rho^m > 1``, else 1."""
+  """T-PAMI OGM, the paper's eq. 11: ``max(0, 1 - alpha * tanh(rho^m - 1))`` where
+  ``rho^m > 1``, else 1. Scores (2, 1), alpha 0.8: ``(1 - 0.8 tanh(1), 1) = (0.3907, 1)``."""
   rho = mean_ratios(scores)
   return jnp.where(rho > 1.0, jnp.maximum(0.0, 1.0 - alpha * jnp.tanh(rho - 1.0)), 1.0)
+
+
+def dominant_modality(rho: jax.Array) -> jax.Array:
+  """The ``(k,)`` one-hot (bool) of the arg-max of ``rho``, the LAST one on a tie (released
+  T-PAMI ``main.py``: ``if radio_1 > 1: … else:`` modulates modality 2 when the scores tie)."""
+  k = rho.shape[-1]
+  return jnp.arange(k) == k - 1 - jnp.argmax(rho[::-1])
+
+
+def ogm_code_coefficients(scores: jax.Array, *, alpha: float) -> jax.Array:
+  """T-PAMI OGM as released (``main.py``, ``use_OGM_plus`` off): the dominant modality gets
+  ``1 - tanh(alpha * relu(rho))``, the others 1. Scores (2, 1), alpha 0.8:
+  ``(1 - tanh(1.6), 1) = (0.0783, 1)``."""
+  rho = mean_ratios(scores)
+  return jnp.where(dominant_modality(rho), 1.0 - jnp.tanh(alpha * jax.nn.relu(rho)), 1.0)
+
+
+def ogm_plus_coefficients(scores: jax.Array, *, gain: float) -> jax.Array:
+  """OGM* (T-PAMI Sec. 4.4.2; ``main.py --use_OGM_plus``): the dominant modality 1, every
+  other modality ``gain`` (released: 4). Scores (2, 1), gain 4: ``(1, 4)``."""
+  return jnp.where(dominant_modality(mean_ratios(scores)), 1.0, gain)
 
 
 def opm_drop_probabilities(rho: jax.Array, *, q_base: float, lam: float) -> jax.Array:
@@ -217,19 +259,33 @@ def ogm_ge(alpha: float, *, num_modalities: int, noise: bool = True, reference: 
                            axis_name=axis_name, scope=scope)
 
 
-def ogm(alpha: float, *, num_modalities: int, noise: bool = True, seed: int = 0,
-        axis_name: str | None = None, scope: str = "mixed"
+def ogm(alpha: float, *, num_modalities: int, form: str = "paper", plus_gain: float = 4.0,
+        noise: bool = True, seed: int = 0, axis_name: str | None = None, scope: str = "mixed"
         ) -> optax.GradientTransformationExtraArgs:
-  """OGM (T-PAMI 2024) with GE noise: ``k^m = max(0, 1 - alpha tanh(rho^m - 1))`` for every
-  modality with ``rho^m = mean_{j≠m} score_m/score_j > 1``; same interface as :func:`ogm_ge`."""
+  """OGM (T-PAMI 2024) with GE noise; same interface as :func:`ogm_ge`.
+
+  ``form`` picks the coefficient (module docstring): "paper" (eq. 11, every modality with
+  ``rho^m > 1`` gets ``max(0, 1 - alpha tanh(rho^m - 1))``), "code" (the released ``main.py``:
+  the dominant modality ``1 - tanh(alpha relu(rho))``), "plus" (OGM*: every non-dominant
+  modality ``plus_gain``; ``alpha`` unused). An alpha tuned for one form does not carry over to
+  another (the released 0.8 is the code form's).
+  """
   k = _check(alpha, num_modalities)
-  return _score_modulation(k, mean_ratios, lambda s, _: ogm_coefficients(s, alpha=alpha),
-                           noise=noise, seed=seed, axis_name=axis_name, scope=scope)
+  if form not in FORMS:
+    raise ValueError(f"form {form!r} is unknown; valid: {list(FORMS)}")
+  check_value("plus_gain", plus_gain, lambda g: g > 0, "must be > 0")
+  coefficients = {
+      "paper": lambda s, _: ogm_coefficients(s, alpha=alpha),
+      "code": lambda s, _: ogm_code_coefficients(s, alpha=alpha),
+      "plus": lambda s, _: ogm_plus_coefficients(s, gain=plus_gain),
+  }[form]
+  return _score_modulation(k, mean_ratios, coefficients, noise=noise, seed=seed,
+                           axis_name=axis_name, scope=scope)
 
 
 class OPMState(NamedTuple):
   rho: jax.Array        # (k,) the last step's mean ratios
-  drop_prob: jax.Array  # (k,) q for the NEXT step's forward pass
+  drop_prob: jax.Array  # (k,) q of the last step's rho (the next forward's with rho="previous")
 
 
 def opm(q_base: float, lam: float, *, num_modalities: int,
@@ -238,8 +294,9 @@ def opm(q_base: float, lam: float, *, num_modalities: int,
 
   ``update(grads, state, params=None, *, scores, active=True)`` stores
   ``rho = mean_ratios(scores)`` and ``drop_prob = opm_drop_probabilities(rho)`` (0 while not
-  ``active``); the forward pass of the next step drops modality m's features with
-  probability ``drop_prob[m]``.
+  ``active``). With ``opm.rho="previous"`` the forward pass of the next step drops modality
+  m's features with probability ``drop_prob[m]``; with ``"current"`` the forward pass computes
+  the same q from its own scores and this state only logs it.
   """
   k = check_num_modalities(num_modalities)
   check_value("q_base", q_base, lambda q: 0.0 <= q <= 1.0, "must be in [0, 1]")
@@ -257,5 +314,53 @@ def opm(q_base: float, lam: float, *, num_modalities: int,
     rho = mean_ratios(scores)
     q = jnp.where(active, opm_drop_probabilities(rho, q_base=q_base, lam=lam), 0.0)
     return updates, OPMState(rho, q)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class SkipState(NamedTuple):
+  """State of :func:`skip_empty_batches`."""
+  inner: optax.OptState
+  skipped: jax.Array    # int32 (): steps skipped so far
+
+
+KEPT = "the number of examples of the batch that kept at least one modality (OPM's drop)"
+
+
+def skip_empty_batches(inner: optax.GradientTransformation, *, axis_name: str | None = None
+                       ) -> optax.GradientTransformationExtraArgs:
+  """``inner`` (OPM and the base optimiser) run only on a batch in which some example kept a
+  modality: the released T-PAMI ``main.py`` skips ``optimizer.step()`` (``continue``) when OPM
+  dropped every modality of every example.
+
+  ``update(grads, state, params=None, *, kept, **extra_args)``: ``kept`` is the batch's count
+  of examples with at least one modality left (summed over ``axis_name``). When it is 0 the
+  updates are zeros and ``inner``'s whole state is returned unchanged — momentum, Adam's
+  moments, weight decay (applied through the update) and the optimiser's step count, which
+  drives its learning-rate schedule, so a schedule boundary moves one step later per skipped
+  step — and ``skipped`` counts the step. The trainer's own step counter still advances.
+  Otherwise ``inner.update(grads, state.inner, params, **extra_args)`` as is. Both branches
+  are computed and selected with ``jnp.where`` (no ``lax.cond``: it composes with any inner).
+  With OPM's own ``q`` no batch is ever empty (the modality with the lowest score has
+  ``rho <= 1``, so ``q = 0``); the gate covers drop probabilities set otherwise.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    # Copies: an inner state may hold one array in several fields (OGMState's ones), which a
+    # train step that donates its state cannot take twice.
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), inner.init(params))
+    return SkipState(state, jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None, *, kept=None, **extra_args):
+    require_extra_arg(kept, "kept", "skip_empty_batches", KEPT)
+    kept = jnp.asarray(kept, jnp.float32)
+    if axis_name is not None:
+      kept = jax.lax.psum(kept, axis_name)
+    take = kept > 0
+    new, inner_state = inner.update(updates, state.inner, params, **extra_args)
+    new = jax.tree.map(lambda u: jnp.where(take, u, jnp.zeros_like(u)), new)
+    inner_state = jax.tree.map(lambda n, o: jnp.where(take, n, o), inner_state, state.inner)
+    return new, SkipState(inner_state, state.skipped + (~take).astype(jnp.int32))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
