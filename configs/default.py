@@ -7,8 +7,8 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
   python launch.py --config=configs/default.py --workdir=/tmp/joint_default --config.method=joint
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
-opm_ogm, mslr, mses, gblending, greedy (their hyper-parameters: the sections of the same name
-below).
+opm_ogm, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util (their hyper-parameters:
+the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 """
@@ -48,7 +48,8 @@ def get_config():
       # 1024), maxout_pieces=2, maxout_input_bn=True, maxout_bn=True, maxout_dropout=0.3.
       fusion_options=dict(
           maxout_hidden=ml_collections.FieldReference(64, field_type=object), maxout_pieces=4,
-          maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0, film_condition=""),
+          maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0, film_condition="",
+          mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0),
       dtype="float32", init="flax"))  # init: "flax", "pytorch", "released" (models/init.py)
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -119,12 +120,24 @@ def get_config():
   c.mses = ml_collections.ConfigDict(dict(patience=5, weight=0.4, restore="model",
                                           freeze="update", scope="encoder", mono="shapley",
                                           **always))
-  # G-Blending: loss weights re-estimated every super_epoch epochs from train/dep losses.
-  c.gblending = ml_collections.ConfigDict(dict(super_epoch=5))
-  # Greedy: re-balance the least-utilised modality for `window` steps when the moving
-  # average (ema) of the utilisation rates spreads by more than `threshold` (released code:
-  # window 5).
-  c.greedy = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9, **always))
+  # G-Blending (Wang et al., CVPR 2020): loss weights w ∝ G/dO^2 re-estimated every
+  # super_epoch epochs (paper: online G-Blend's super-epoch; 5 suits this 20-epoch run).
+  # estimate "unimodal_copies" (the paper's Algorithm 2: a copy per head trained
+  # super_epoch epochs, (k+1)x the epochs) | "shapley_heads" (stand-in: phi^m heads of the
+  # joint model, no extra training); gain "clip" (max(dG, 0)) | "abs" (|dG|, BalanceBenchmark's
+  # trainer); copy_optimizer "continue" (the run's optimiser state) | "fresh" (BalanceBenchmark).
+  c.gblending = ml_collections.ConfigDict(dict(super_epoch=5, estimate="unimodal_copies",
+                                               gain="clip", copy_optimizer="continue"))
+  # Greedy (model.fusion "mmtm"): re-balance for `window` steps when the conditional
+  # learning speeds differ by more than `threshold`, from start_epoch on (released
+  # nyukat/greedy_multimodal_learning configs/training_guided.gin:16-18:
+  # Bias_Mitigation_Strong.epsilon=0.01, curation_windowsize=5, starting_epoch=2).
+  c.greedy = ml_collections.ConfigDict(dict(threshold=0.01, window=5, start_epoch=2,
+                                            end_epoch=always["end_epoch"]))
+  # Greedy-util (any fusion): re-balance the least-utilised modality for `window` steps when
+  # the moving average (ema) of the utilisation rates spreads by more than `threshold`
+  # (released code: window 5).
+  c.greedy_util = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9, **always))
 
   # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the
   # released code's trace((R pinv(B)).T R)/K with B = cov(C)*N; l2 the ridge penalty (paper

@@ -37,9 +37,11 @@ OGM_METHODS = ("ogm_ge", "ogm_ge_ra")
 
 
 def late_heads(c):
-  """Late fusion as released: a sum head, AGM's methods a concat head."""
+  """Late fusion as released: a sum head, AGM's methods a concat head; Greedy (not in the
+  released code) on its authors' MMTM model (ResNet-18 streams exchanging MMTM gates)."""
   c.model.fusion = "sum"
   c.per_method = {name: {"model": {"fusion": "concat"}} for name in AGM_METHODS}
+  c.per_method.greedy = {"model": {"fusion": "mmtm"}}
   return c
 
 

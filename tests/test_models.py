@@ -349,12 +349,14 @@ def test_input_early_mismatched_shapes_error(inputs):
 @pytest.mark.parametrize("name", models.FUSIONS)
 def test_build_model_every_fusion(name, inputs):
   """Every fusion builds from a config, with a spectrogram ResNet where shapes allow."""
-  mods = ("audio", "sensor") if name != "input_early" else ("audio", "audio2")
+  # input_early stacks identical shapes; mmtm needs a ResNet stream per modality
+  whole = name in ("input_early", "mmtm")
+  mods = ("audio", "sensor") if not whole else ("audio", "audio2")
   x = dict(inputs, audio2=inputs["audio"])
   model = build(name, inputs=x, mods=mods, encoders={"audio": RESNET, "audio2": RESNET})
   (logits, z), _ = jax.eval_shape(lambda k, x: model.init_with_output(k, x, False), key(), x)
   assert logits.shape == (B, K) and z.ndim == 2
-  assert model.separable == (name != "input_early")
+  assert model.separable == (not whole)
 
 
 def test_build_model_options(inputs):

@@ -20,6 +20,7 @@ from agm_jax.methods import (
   agm_ge,
   gblending,
   greedy,
+  greedy_util,
   joint,
   mses,
   mslr,
@@ -34,7 +35,7 @@ from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window
 
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
-                                               gblending, greedy)}
+                                               gblending, greedy, greedy_util)}
 NAMES = tuple(REGISTRY)
 
 

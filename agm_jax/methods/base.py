@@ -230,8 +230,10 @@ class Method:
   ``modalities(hp, fusion, data_modalities) -> (model_modalities, mono_modalities or None)``;
   ``epoch_end(ctx, state, epoch, evaluate) -> state`` after each epoch's evaluation, with
   ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
-  lives in the optimiser state, which is checkpointed); ``logged_state``: per-modality fields
-  of the optimiser state logged as ``<field>/<m>``.
+  lives in the optimiser state, which is checkpointed); with ``trains_copies`` it is called
+  with a further keyword ``copies`` (:class:`Copies`: train and evaluate copies of the state
+  on the run's data, e.g. G-Blending's uni-modal copies); ``logged_state``: per-modality
+  fields of the optimiser state logged as ``<field>/<m>``.
   """
   name: str
   gradients: Callable[..., StepOutput]
@@ -242,3 +244,22 @@ class Method:
   requires_separable: bool = False
   logged_state: tuple[str, ...] = ()
   epoch_end: Callable[..., Any] | None = None
+  trains_copies: bool = False
+
+
+class Copies(NamedTuple):
+  """What the trainer lends an ``epoch_end`` hook of a method with ``trains_copies``.
+
+  ``train(state, gradients, epochs, *, first_epoch, fresh_optimizer=False) -> state``: a copy
+  of the (host) train state trained for ``epochs`` epochs of the training data (the run's
+  shuffles of epochs ``first_epoch, …``) by ``gradients`` (the signature of
+  ``Method.gradients``) through the run's optimiser, from the state's optimiser state (or a
+  fresh ``tx.init``); ``evaluate(state, evaluate_fn, split) -> metrics``: a state's metrics
+  over a split by ``evaluate_fn`` (the signature of ``Method.evaluate``; ``metrics["loss"]``
+  is the mean of its ``loss``). Pass the same function objects on every call: the steps
+  compile once per function. ``num_epochs``: the run's epochs (no estimate is needed after
+  the last).
+  """
+  train: Callable[..., Any]
+  evaluate: Callable[..., Mapping[str, float]]
+  num_epochs: int

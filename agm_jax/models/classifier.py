@@ -19,8 +19,11 @@ import jax.numpy as jnp
 
 from agm_jax.models import encoders as enc
 from agm_jax.models import fusion as fus
+from agm_jax.models import mmtm as mmtm_lib
 
-FUSIONS = (*fus.HEADS, "input_early")
+# Fusions inside the encoders (models/mmtm.py: ResNet-18 streams exchanging MMTM gates).
+STREAM_FUSIONS = ("mmtm",)
+FUSIONS = (*fus.HEADS, "input_early", *STREAM_FUSIONS)
 ENCODERS = ("resnet18", "transformer", "mlp")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -215,10 +218,12 @@ def make_encoder(cfg: dict, modality: str, shape, *, dtype, bn_axis_name=None) -
 
 
 FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "maxout_input_bn", "maxout_bn",
-                  "maxout_dropout", "film_condition")
+                  "maxout_dropout", "film_condition", "mmtm_stages", "mmtm_ratio",
+                  "mmtm_gate_scale")
 # Keys added after the first three (configs/default.py has them all): a fusion_options dict
 # written without them gets the head it got before they existed.
-_LATER_FUSION_OPTIONS = dict(maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0)
+_LATER_FUSION_OPTIONS = dict(maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0,
+                             mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0)
 
 
 def _maxout_hidden(value) -> int | tuple[int, ...]:
@@ -257,6 +262,32 @@ def _fusion_head(model_config, fusion: str, modalities, num_classes: int,
   if len(modalities) < 2:
     raise ValueError("film fusion needs at least 2 modalities")
   return fus.FiLMFusion(num_classes, condition_index=modalities.index(cond))
+
+
+def _mmtm_model(model_config, modalities, shapes, num_classes: int, dtype, bn_axis_name):
+  """``models.mmtm.MMTMClassifier``: one ResNet-18 stream per modality (its ``resnet18``
+  encoder config), MMTMs after ``fusion_options.mmtm_stages``."""
+  opts = {**_LATER_FUSION_OPTIONS, **_plain(model_config.fusion_options)}
+  unknown = sorted(set(opts) - set(FUSION_OPTIONS))
+  if unknown:
+    raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
+                     f"{', '.join(FUSION_OPTIONS)}")
+  if len(modalities) < 2:
+    raise ValueError("mmtm fusion needs at least 2 modalities")
+  streams = []
+  for m in modalities:
+    cfg = _encoder_config(model_config, m)
+    if cfg.get("type") != "resnet18":
+      raise ValueError(f"mmtm fusion runs ResNet-18 streams; modality {m!r} has encoder "
+                       f"{cfg.get('type')!r}")
+    make_encoder(cfg, m, shapes[m], dtype=dtype)   # validates the keys and the input rank
+    cfg.pop("type")
+    streams.append(mmtm_lib.Stream(dtype=dtype, bn_axis_name=bn_axis_name, **cfg))
+  stages = opts["mmtm_stages"]
+  stages = (int(stages),) if isinstance(stages, int) else tuple(int(i) for i in stages)
+  return mmtm_lib.MMTMClassifier(modalities, tuple(streams), num_classes, stages=stages,
+                                 ratio=float(opts["mmtm_ratio"]),
+                                 gate_scale=float(opts["mmtm_gate_scale"]))
 
 
 def build_model(model_config, modalities: Sequence[str], num_classes: int,
@@ -298,6 +329,8 @@ def build_model(model_config, modalities: Sequence[str], num_classes: int,
     encoder = make_encoder(first, modalities[0], shapes[modalities[0]], dtype=dtype,
                            bn_axis_name=bn_axis_name)
     return InputEarlyClassifier(modalities, encoder, int(num_classes))
+  if fusion == "mmtm":
+    return _mmtm_model(model_config, modalities, shapes, int(num_classes), dtype, bn_axis_name)
 
   encoders = tuple(make_encoder(_encoder_config(model_config, m), m, shapes[m], dtype=dtype,
                                 bn_axis_name=bn_axis_name) for m in modalities)

@@ -49,13 +49,13 @@ PAPER_DATASET = {"cremad": "crema-d", "avmnist": "av-mnist", "urfunny": "ur-funn
                  "kinetics_sounds": "kinetics-sounds", "cmu_mosei": "cmu-mosei", "ave": "ave",
                  "ucf101": "ucf-101", "vggsound": "vggsound"}
 # config model.fusion -> the AGM tables' fusion class (the CSV also has exact fusion names).
-PAPER_FUSION = {"sum": "late", "concat": "late", "film": "late",
+PAPER_FUSION = {"sum": "late", "concat": "late", "film": "late", "mmtm": "late",
                 "maxout": "early", "input_early": "early"}
 # modality name -> suffix of the CSV's acc_* / d_* columns.
 PAPER_COLUMN = {"audio": "a", "visual": "v", "text": "t"}
 # Row order within a fusion block: the paper's, then anything else alphabetically.
-METHOD_ORDER = ("unimodal", "joint", "gblending", "greedy", "mses", "mslr", "ogm", "ogm_ge",
-                "ogm_ge_ra", "opm", "agm_1", "agm_ge", "agm")
+METHOD_ORDER = ("unimodal", "joint", "gblending", "greedy", "greedy_util", "mses", "mslr",
+                "ogm", "ogm_ge", "ogm_ge_ra", "opm", "opm_ogm", "agm_1", "agm_ge", "agm")
 D_FORMS = {False: "eq. 13 (ridge residual ratio on test, AGM §3.2)",
            True: "whitened (trace(B⁺RᵀR)/K, the released code's form)"}
 DASH = "–"

@@ -4,6 +4,7 @@ metrics lines, checkpoints and resume. It knows no dataset by name: the data com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,11 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 import data_pipelines
 from agm_jax import methods, modalities, subsets
+from agm_jax.methods.base import Copies
 from agm_jax.models import build_model
 from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import guard, parallel, per_method
@@ -137,9 +140,10 @@ class Run:
                                 shard_index=self.dp.shard_index,
                                 shard_count=self.dp.shard_count)
 
-  def evaluate(self, state, split: str):
+  def evaluate(self, state, split: str, eval_step=None):
     """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace).
-    ``state`` is the host copy (``run.dp.host_state``)."""
+    ``state`` is the host copy (``run.dp.host_state``); ``eval_step``: the run's by default."""
+    eval_step = self.eval_step if eval_step is None else eval_step
     size = self.config.eval_batch_size
     outputs, sizes = [], []
     for batch in self.dataset.batches(split, batch_size=size):
@@ -150,7 +154,7 @@ class Run:
       batch["_weight"] = np.arange(size) < n
       batch = self.dp.put_eval_batch(batch)
       weight = batch.pop("_weight")
-      outputs.append(self.eval_step(state, batch, weight))
+      outputs.append(eval_step(state, batch, weight))
       sizes.append(n)
     outputs = self.dp.fetch(outputs)
     totals = jax.tree.map(lambda *x: float(np.sum(x)), *[o[0] for o in outputs])
@@ -169,6 +173,43 @@ def _evaluator(run, host, evals):
       evals[split] = run.evaluate(host, split)
     return evals[split]
   return evaluate
+
+
+class _Copies:
+  """``methods.base.Copies`` for a method's ``epoch_end`` (``Method.trains_copies``): trains and
+  evaluates copies of a state with the method's own step functions, on the run's data and
+  optimiser; nothing here touches the run's state. Steps compile once per function."""
+
+  def __init__(self, run):
+    self.run, self._train, self._eval = run, {}, {}
+
+  def train(self, state, gradients, epochs: int, *, first_epoch: int,
+            fresh_optimizer: bool = False):
+    """A copy of host ``state`` trained for ``epochs`` epochs (the run's shuffles of epochs
+    ``first_epoch, …``) by ``gradients`` (``Method.gradients``' signature) through the run's
+    optimiser: from ``state.opt_state``, or from ``tx.init`` with ``fresh_optimizer``."""
+    run = self.run
+    if gradients not in self._train:
+      method = dataclasses.replace(run.method, gradients=gradients)
+      self._train[gradients] = make_steps(run.ctx, method, run.tx, axis_name=run.axis_name)[0]
+    step = self._train[gradients]
+    state = jax.tree.map(jnp.copy, state)   # the step donates its input: never the run's
+    if fresh_optimizer:
+      state = state.replace(opt_state=run.tx.init(state.params))
+    state = run.dp.put_state(state)
+    for epoch in range(first_epoch, first_epoch + epochs):
+      for batch in prefetch(run.train_batches(epoch), run.dp.put_batch):
+        state, _ = step(state, batch, np.bool_(True))
+    return run.dp.host_state(state)
+
+  def evaluate(self, state, evaluate, split: str) -> dict[str, float]:
+    """The metrics of host ``state`` over ``split`` by ``evaluate`` (``Method.evaluate``'s
+    signature)."""
+    run = self.run
+    if evaluate not in self._eval:
+      method = dataclasses.replace(run.method, evaluate=evaluate)
+      self._eval[evaluate] = make_steps(run.ctx, method, run.tx, axis_name=run.axis_name)[1]
+    return run.evaluate(state, split, self._eval[evaluate])[0]
 
 
 def run_finished(state) -> bool:
@@ -226,6 +267,8 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
               disable=not primary, dynamic_ncols=True)
   signals = guard.SignalCheckpoint()
   single = run.dp.process_count == 1
+  copier = _Copies(run)
+  copies = Copies(copier.train, copier.evaluate, num_epochs)
 
   def preempted():
     pbar.close()
@@ -271,7 +314,8 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
       for hook in hooks:
         lines["test"].update(hook(run, host, epoch, evals))
       if run.method.epoch_end is not None:
-        host = run.method.epoch_end(run.ctx, host, epoch, _evaluator(run, host, evals))
+        extra = {"copies": copies} if run.method.trains_copies else {}
+        host = run.method.epoch_end(run.ctx, host, epoch, _evaluator(run, host, evals), **extra)
         state = run.dp.put_state(host)
       for split in ("val", "test"):
         lines[split] = writer.write(step, epoch, split, lines[split])

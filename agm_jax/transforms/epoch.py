@@ -39,11 +39,14 @@ zeroed, as the released code (``grad * 0`` before ``SGD(momentum=0.9, weight_dec
 so weight decay and momentum still move it.
 
 **G-Blending** (Wang, Tran, Feiszli, "What Makes Training Multi-modal Classification Networks
-Hard?", CVPR 2020): loss ``w_fused CE(fused) + sum_m w_m CE(head_m)``. From the train and
-held-out ("dep") losses of each head measured ``n`` epochs apart,
-``O_N = L^dep_N - L^train_N``, ``dG = L^dep_N - L^dep_{N+n}``, ``dO = O_{N+n} - O_N`` and
-``w ∝ max(dG, 0) / dO^2``, normalised to sum to 1 (uniform before the first estimate, or if
-no head generalised better).
+Hard?", CVPR 2020, section 3.3): loss ``w_fused CE(fused) + sum_m w_m CE(head_m)``. From the
+train and held-out ("dep") losses of each head at checkpoints ``n`` and ``n + N``: the
+overfitting change ``dO = (L^dep_{n+N} - L^train_{n+N}) - (L^dep_n - L^train_n)``, the
+generalisation gain ``dG = L^dep_n - L^dep_{n+N}`` and ``w ∝ G(dG) / dO^2``, normalised to sum
+to 1 (:func:`gblend_weights`). ``gain="clip"``: ``G = max(dG, 0)`` (a head whose held-out loss
+rose gets weight 0; uniform if no head's fell); ``gain="abs"``: ``G = |dG|`` (GeWu-Lab
+BalanceBenchmark, ``balancemm/trainer/GBlending_trainer.py``, ``abs(g / o**2)``). ``dO = 0``
+is guarded by ``eps`` (a huge, finite weight; the code divides by zero).
 """
 
 from __future__ import annotations
@@ -238,14 +241,20 @@ class BlendState(NamedTuple):
   measured: jax.Array      # int32 (): estimates so far
 
 
-def gblend_weights(train_before, dep_before, train_after, dep_after, *, eps: float = 1e-8
-                   ) -> jax.Array:
-  """``w ∝ max(dG, 0) / dO^2`` normalised to sum 1 (uniform if every ``dG <= 0``)."""
+GAINS = ("clip", "abs")
+
+
+def gblend_weights(train_before, dep_before, train_after, dep_after, *, gain: str = "clip",
+                   eps: float = 1e-8) -> jax.Array:
+  """``w ∝ G / dO^2`` normalised to sum 1, per head (module docstring): ``G = max(dG, 0)``
+  (``gain="clip"``; uniform if every ``dG <= 0``) or ``|dG|`` (``gain="abs"``)."""
+  check_value("gain", gain, lambda g: g in GAINS, f"must be one of {GAINS}")
   t0, d0, t1, d1 = (jnp.asarray(x, jnp.float32) for x in
                     (train_before, dep_before, train_after, dep_after))
-  gain = d0 - d1
+  gain_value = d0 - d1
   overfit = (d1 - t1) - (d0 - t0)
-  raw = jax.nn.relu(gain) / (overfit**2 + eps)
+  g = jax.nn.relu(gain_value) if gain == "clip" else jnp.abs(gain_value)
+  raw = g / (overfit**2 + eps)
   total = raw.sum()
   uniform = jnp.full_like(raw, 1.0 / raw.shape[0])
   return jnp.where(total > 0, raw / jnp.where(total > 0, total, 1.0), uniform)
@@ -275,12 +284,22 @@ def blend(num_modalities: int) -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def blend_epoch_update(state: BlendState, train_losses, dep_losses) -> BlendState:
+def blend_epoch_update(state: BlendState, train_losses, dep_losses, *, gain: str = "clip"
+                       ) -> BlendState:
   """Records ``(k+1,)`` train / dep losses (heads, then fused); from the second call on, the
   weights become :func:`gblend_weights` of the previous and this measurement."""
   t1 = jnp.asarray(train_losses, jnp.float32)
   d1 = jnp.asarray(dep_losses, jnp.float32)
-  w = gblend_weights(state.last_train, state.last_dep, t1, d1)
+  w = gblend_weights(state.last_train, state.last_dep, t1, d1, gain=gain)
   old = jnp.concatenate([state.coeff, state.fused_weight[None]])
   w = jnp.where(state.measured > 0, w, old)
   return BlendState(w[:-1], w[-1], t1, d1, state.measured + 1)
+
+
+def blend_estimate(state: BlendState, train_before, dep_before, train_after, dep_after, *,
+                   gain: str = "clip") -> BlendState:
+  """The weights of one forward estimate (G-Blending's Algorithm 2): :func:`gblend_weights` of
+  ``(k+1,)`` losses measured at ``n`` and ``n + N`` (heads, then fused); records the latter."""
+  w = gblend_weights(train_before, dep_before, train_after, dep_after, gain=gain)
+  return BlendState(w[:-1], w[-1], jnp.asarray(train_after, jnp.float32),
+                    jnp.asarray(dep_after, jnp.float32), state.measured + 1)
