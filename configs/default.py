@@ -7,8 +7,8 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
   python launch.py --config=configs/default.py --workdir=/tmp/joint_default --config.method=joint
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
-opm_ogm, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util (their hyper-parameters:
-the sections of the same name below).
+opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util
+(their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 """
@@ -49,7 +49,8 @@ def get_config():
       fusion_options=dict(
           maxout_hidden=ml_collections.FieldReference(64, field_type=object), maxout_pieces=4,
           maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0, film_condition="",
-          mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0),
+          mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0, mlp_hidden=(256,),
+          bias_split="equal"),
       dtype="float32", init="flax"))  # init: "flax", "pytorch", "released" (models/init.py)
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -106,6 +107,14 @@ def get_config():
   c.opm_ogm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7, rho="current",
                                              alpha=0.8, form="paper", plus_gain=4.0,
                                              noise=True, scope="mixed", **always))
+  # ModDrop (Neverova et al.; T-PAMI 2024 Table 6): each modality's features zeroed per example
+  # with probability p (no example loses all; the paper gives no p: 0.5 is ours).
+  c.moddrop = ml_collections.ConfigDict(dict(p=0.5, **always))
+  # Neuron dropout on the fused features (T-PAMI 2024 Table 6): schedule "constant" (Dropout),
+  # "annealed" (p -> 0 over anneal_steps updates), "curriculum" (rate p*(1-exp(-gamma*step))),
+  # "evolutional" (mini-batch second-order sampling). No values in the paper: ours.
+  c.feature_dropout = ml_collections.ConfigDict(dict(schedule="constant", p=0.5,
+                                                     anneal_steps=2000, gamma=1e-3))
   # MSLR: one initial coefficient per modality in modality order (released AGM code: CREMA-D
   # 0.9, 1.1; AV-MNIST 1.3, 0.7; UR-Funny audio, visual, text 0.9, 1.4, 0.7; empty = all 1),
   # ratio from a window of validation mono-modal accuracies. scope "encoder" | "branch" (and

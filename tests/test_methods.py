@@ -21,7 +21,7 @@ from agm_jax.transforms import partition, score_ratio
 from tests.conftest import tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "opm_ogm", "mslr",
-               "mses", "gblending", "greedy", "greedy_util")
+               "mses", "gblending", "greedy", "greedy_util", "moddrop", "feature_dropout")
 T = math.tanh
 
 
@@ -370,7 +370,8 @@ def test_mslr_init_must_match_modalities():
 
 LOGGED = {"agm_1": "kappa", "agm_ge": "kappa", "ogm_ge": "coeff", "ogm_ge_ra": "coeff",
           "ogm": "coeff", "opm": "drop_prob", "opm_ogm": "drop_prob", "mslr": "coeff",
-          "mses": "coeff", "gblending": "coeff", "greedy_util": "util"}
+          "mses": "coeff", "gblending": "coeff", "greedy_util": "util", "moddrop": "drop_rate",
+          "feature_dropout": "drop_rate"}
 
 
 @pytest.mark.slow

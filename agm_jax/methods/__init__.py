@@ -18,10 +18,12 @@ from agm_jax.methods import (
   agm,
   agm_1,
   agm_ge,
+  feature_dropout,
   gblending,
   greedy,
   greedy_util,
   joint,
+  moddrop,
   mses,
   mslr,
   ogm,
@@ -35,7 +37,8 @@ from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window
 
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
-                                               gblending, greedy, greedy_util)}
+                                               gblending, greedy, greedy_util, moddrop,
+                                               feature_dropout)}
 NAMES = tuple(REGISTRY)
 
 

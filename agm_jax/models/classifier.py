@@ -219,11 +219,12 @@ def make_encoder(cfg: dict, modality: str, shape, *, dtype, bn_axis_name=None) -
 
 FUSION_OPTIONS = ("maxout_hidden", "maxout_pieces", "maxout_input_bn", "maxout_bn",
                   "maxout_dropout", "film_condition", "mmtm_stages", "mmtm_ratio",
-                  "mmtm_gate_scale")
+                  "mmtm_gate_scale", "mlp_hidden", "bias_split")
 # Keys added after the first three (configs/default.py has them all): a fusion_options dict
 # written without them gets the head it got before they existed.
 _LATER_FUSION_OPTIONS = dict(maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0,
-                             mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0)
+                             mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0,
+                             mlp_hidden=(256,), bias_split="equal")
 
 
 def _maxout_hidden(value) -> int | tuple[int, ...]:
@@ -242,8 +243,24 @@ def _fusion_head(model_config, fusion: str, modalities, num_classes: int,
   if unknown:
     raise ValueError(f"unknown fusion_options key {unknown[0]!r}; valid: "
                      f"{', '.join(FUSION_OPTIONS)}")
-  if fusion in ("sum", "concat"):
-    return fus.HEADS[fusion](num_classes)
+  split = str(opts["bias_split"])
+  if fusion in ("sum", "mlp_head") and split != "equal":
+    raise ValueError(f"fusion_options.bias_split {split!r} applies to concat fusion only (sum "
+                     "keeps each Dense's own bias, mlp_head zeroes the other modalities)")
+  if fusion == "sum":
+    return fus.SumFusion(num_classes)
+  if fusion == "concat":
+    try:
+      fus.bias_fractions(split, len(modalities))
+    except ValueError as e:
+      raise ValueError(f"fusion_options.{e}") from None
+    return fus.ConcatFusion(num_classes, bias_split=split)
+  if fusion == "mlp_head":
+    hidden = opts["mlp_hidden"]
+    hidden = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
+    if not hidden or min(hidden) < 1:
+      raise ValueError(f"fusion_options.mlp_hidden must be positive widths, got {hidden!r}")
+    return fus.MLPFusion(num_classes, hidden=hidden)
   if fusion == "maxout":
     dropout = float(opts["maxout_dropout"])
     if not 0.0 <= dropout < 1.0:

@@ -7,11 +7,18 @@ before the LAST classifier layer (the competition-strength probe regresses on it
 * ``ConcatFusion`` (late): ``W concat(f) + b``;                    z = concat(f)
 * ``MaxOutFusion`` (early): MaxOut MLP over concat(f), then Dense;  z = last hidden
 * ``FiLMFusion`` (hybrid): ``h = gamma(f_c) * P(f_rest) + beta(f_c)``; z = relu(h)
+* ``MLPFusion`` (late-capable): an MLP over concat(f), then Dense;  z = last hidden
 
 Each head says whether it is *late* (class attribute ``late``, the one definition of "late
 fusion" in agm-jax): a late head also defines ``unimodal_logits(features) -> (k,B,K)``:
 modality m's block of the last linear layer on its own features plus its share of the bias
-(OGM-GE's uni-modal logits), from the same parameters; they sum over m to the fused logits.
+(OGM-GE's uni-modal logits), from the same parameters; they sum over m to the fused logits
+when the shares sum to 1. The share ``gamma^m b`` of the concat head's bias is
+``bias_split`` (:func:`bias_fractions`; T-PAMI 2024 OGM/OPM, eq. 6 splits ``b/k``, Sec. 4.5.2
+and Table 14 compare other splits). ``MLPFusion`` is a multi-layer classifier, late only in
+that sense: its uni-modal logits are the head on modality m's features with the others set to
+zero (T-PAMI 2024 Sec. 4.3.7, Table 10: the "zero-out strategy"); they do not sum to the fused
+logits.
 
 The early-fusion head of the AGM paper (the released code's ``AV_Early_Classifier``: the two
 ResNet-18 features, 512 each, concatenated, then ``MaxOut_MLP(6, 2048, 1024, 1024,
@@ -32,6 +39,7 @@ no dropout) are the plain MaxOut MLP.
 
 from __future__ import annotations
 
+import fractions
 import functools
 from collections.abc import Sequence
 from typing import ClassVar
@@ -50,6 +58,30 @@ def _check(features) -> tuple:
   if not features:
     raise ValueError("a fusion head needs at least one modality's features")
   return features
+
+
+BIAS_SPLITS = ("equal", "none", "full")
+
+
+def bias_fractions(split: str, k: int) -> tuple[float, ...]:
+  """The share ``gamma^m`` of the bias in modality m's uni-modal logits ``W_m f_m + gamma^m b``:
+  ``"equal"`` 1/k each (eq. 6, the released ``Classifier.py``'s ``b/2``), ``"none"`` 0,
+  ``"full"`` 1, or one fraction per modality written ``"1/3,2/3"`` (Table 14's rows are
+  (0, 0), (1, 1), (1/2, 1/2), (1/3, 2/3) and (2/3, 1/3) for two modalities)."""
+  if split == "equal":
+    return (1.0 / k,) * k
+  if split == "none":
+    return (0.0,) * k
+  if split == "full":
+    return (1.0,) * k
+  try:
+    values = tuple(float(fractions.Fraction(v.strip())) for v in split.split(","))
+  except (ValueError, ZeroDivisionError):
+    values = ()
+  if len(values) != k:
+    raise ValueError(f"bias_split {split!r} is not one of {list(BIAS_SPLITS)} nor {k} "
+                     "comma-separated fractions (e.g. '1/3,2/3')")
+  return values
 
 
 class SumFusion(nn.Module):
@@ -86,18 +118,21 @@ class ConcatFusion(nn.Module):
   """One ``Dense(K)`` on the concatenated features (OGM-GE's ``ConcatFusion``)."""
   late: ClassVar[bool] = True
   num_classes: int
+  bias_split: str = "equal"
 
   def setup(self):
     self.classifier = LinearParams(self.num_classes)
 
   def unimodal_logits(self, features) -> jnp.ndarray:
-    """``(k, B, K)``: ``f_m @ W[rows of m] + b / k`` (the kernel sliced per modality)."""
+    """``(k, B, K)``: ``f_m @ W[rows of m] + gamma^m b`` (the kernel sliced per modality;
+    ``gamma`` from ``bias_split``, default ``1/k``)."""
     features = _check(features)
     dims = [f.shape[-1] for f in features]
     kernel, bias = self.classifier(sum(dims))
     ends = np.cumsum(dims)
-    k = len(features)
-    return jnp.stack([f @ kernel[e - d:e] + bias / k for f, d, e in zip(features, dims, ends)])
+    gammas = bias_fractions(self.bias_split, len(features))
+    return jnp.stack([f @ kernel[e - d:e] + g * bias
+                      for f, d, e, g in zip(features, dims, ends, gammas)])
 
   def __call__(self, features, train: bool):
     del train
@@ -189,11 +224,44 @@ class FiLMFusion(nn.Module):
     return nn.Dense(self.num_classes, name="classifier")(z), z
 
 
-HEADS = {"sum": SumFusion, "concat": ConcatFusion, "maxout": MaxOutFusion, "film": FiLMFusion}
+class MLPFusion(nn.Module):
+  """A multi-layer classifier on the concatenation: ``Dense(width_i)`` and ReLU per hidden
+  layer (``hidden_i``), then ``Dense(K)`` (``classifier``); ``z`` the last hidden layer.
+
+  ``unimodal_logits``: the zero-out estimate of T-PAMI 2024 Sec. 4.3.7 (Table 10): modality
+  m's logits are the head's on its own features with every other modality's set to 0."""
+  late: ClassVar[bool] = True
+  num_classes: int
+  hidden: tuple[int, ...] = (256,)
+
+  def setup(self):
+    if not self.hidden or min(self.hidden) < 1:
+      raise ValueError(f"MLPFusion needs positive hidden widths, got {self.hidden!r}")
+    self.layers = [nn.Dense(w, name=f"hidden_{i}") for i, w in enumerate(self.hidden)]
+    self.classifier = nn.Dense(self.num_classes)
+
+  def unimodal_logits(self, features) -> jnp.ndarray:
+    """``(k, B, K)``: the head on ``(0, …, f_m, …, 0)`` for each modality m."""
+    features = _check(features)
+    return jnp.stack([self(tuple(f if j == m else jnp.zeros_like(f)
+                                 for j, f in enumerate(features)), False)[0]
+                      for m in range(len(features))])
+
+  def __call__(self, features, train: bool):
+    del train
+    h = _concat(_check(features))
+    for layer in self.layers:
+      h = nn.relu(layer(h))
+    return self.classifier(h), h
+
+
+HEADS = {"sum": SumFusion, "concat": ConcatFusion, "maxout": MaxOutFusion, "film": FiLMFusion,
+         "mlp_head": MLPFusion}
 
 
 def is_late(fusion: str) -> bool:
-  """Whether the fusion named ``fusion`` is late (per-modality logits ``W_m z_m + b/k``)."""
+  """Whether the fusion named ``fusion`` is late (per-modality logits ``W_m z_m + b/k``, or
+  ``mlp_head``'s zero-out estimate)."""
   head = HEADS.get(fusion)
   return bool(head is not None and head.late)
 

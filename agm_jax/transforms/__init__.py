@@ -8,6 +8,7 @@ One module per family, each with its formulas, paper and state:
 * ``epoch``: coefficients updated at epoch end — :func:`mslr`, :func:`mses`, :func:`blend`;
 * ``clip``: the released AGM code's conditional global-norm clip — :func:`clip_by_global_norm_if`;
 * ``greedy``: Greedy's re-balancing schedule — :func:`greedy_schedule`;
+* ``dropout_schedules``: the T-PAMI Table 6 baselines' dropout rates and masks;
 * ``partition``: which parameters are modality m's (``encoders_<m>``);
 * ``common``: the shared batch statistic, running mean, combination and keyword check.
 
