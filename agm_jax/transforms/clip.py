@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from agm_jax.transforms.common import check_value
+from agm_jax.transforms.partition import entry_name
 
 TORCH_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_ divides by (norm + 1e-6)
 
@@ -46,15 +47,7 @@ class ConditionalClipState(NamedTuple):
 
 def leaf_name(path) -> str:
   """A key path as ``"a/b/c"`` (dict keys, attribute names and indices alike)."""
-  parts = []
-  for entry in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(entry, attr):
-        parts.append(str(getattr(entry, attr)))
-        break
-    else:
-      parts.append(str(entry))
-  return "/".join(parts)
+  return "/".join(entry_name(entry) for entry in path)
 
 
 def _matcher(where: str | Callable[[str], bool]) -> Callable[[str], bool]:

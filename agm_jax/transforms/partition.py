@@ -43,7 +43,8 @@ _HEAD_BLOCK = re.compile(r"^classifier_(\d+)$")
 SCOPES = ("encoder", "branch", "conv", "mixed")
 
 
-def _name(entry: Any) -> str:
+def entry_name(entry: Any) -> str:
+  """One key-path entry's name (a dict key, an attribute name or an index)."""
   for attr in ("key", "name", "idx"):
     if hasattr(entry, attr):
       return str(getattr(entry, attr))
@@ -53,7 +54,7 @@ def _name(entry: Any) -> str:
 def modality_index(path: Sequence[Any]) -> int:
   """The modality index of a parameter path (``encoders_<i>`` -> i), or ``SHARED``."""
   for entry in path:
-    match = _ENCODER.match(_name(entry))
+    match = _ENCODER.match(entry_name(entry))
     if match:
       return int(match.group(1))
   return SHARED
@@ -63,7 +64,7 @@ def branch_index(path: Sequence[Any]) -> int:
   """``encoders_<i>`` or a late head's per-modality block ``classifier_<i>`` -> i, else
   ``SHARED``."""
   for entry in path:
-    name = _name(entry)
+    name = entry_name(entry)
     match = _ENCODER.match(name) or _HEAD_BLOCK.match(name)
     if match:
       return int(match.group(1))
