@@ -103,3 +103,18 @@ def test_launch_script_bad_input_is_one_line(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: unknown method 'foo'; valid: ")
   assert "Traceback" not in out.stderr
+
+
+def test_optimizer_state_gets_its_own_buffers():
+  """A transform whose init puts one array in two fields must still train with the donated
+  state (the jitted step donates every buffer once)."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from agm_jax.train import state  # noqa: PLC0415
+  z = jnp.zeros((2,))
+  a, b, n = state.distinct_buffers((z, z, 3))
+  assert n == 3 and a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()
+  step = jax.jit(lambda t: jax.tree.map(lambda x: x + 1, t), donate_argnums=0)
+  out = step((a, b))
+  assert float(out[0][0]) == 1.0 and float(out[1][1]) == 1.0

@@ -101,6 +101,14 @@ def example_inputs(spec, modalities, batch_size: int = 2):
 REINIT_SALT = 0x1417
 
 
+def distinct_buffers(tree):
+  """``tree`` with every array leaf its own buffer: a transform's ``init`` may put one array in
+  several fields (``z = zeros(k); State(z, z)``), which a train step that donates its state
+  rejects ("donate the same buffer twice")."""
+  return jax.tree.map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
+                      tree)
+
+
 def create(model, tx, spec, modalities, seed: int, init: str = "flax") -> TrainState:
   """The initial state. ``init`` (config ``model.init``): the parameters' scheme, applied
   right after ``model.init`` (``agm_jax.models.init.reinit``; "flax" changes nothing)."""
@@ -113,4 +121,4 @@ def create(model, tx, spec, modalities, seed: int, init: str = "flax") -> TrainS
     params = init_lib.reinit(params, reinit_rng, init)
   batch_stats = variables.get("batch_stats", {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=rng)
+                    opt_state=distinct_buffers(tx.init(params)), rng=rng)
