@@ -26,13 +26,15 @@ class LateStep(NamedTuple):
   unimodal: jax.Array      # (k, B, K) uni-modal logits of the undropped features (no gradient)
   batch_stats: Any
   metrics: dict
+  weight: jax.Array | None  # (B,) the per-example loss weights feature_fn gave (None: none)
 
 
 def late_step(ctx, params, batch_stats, batch, rng, *,
               feature_fn: Callable | None = None) -> LateStep:
-  """Cross-entropy gradient of a separable model; ``feature_fn(feats) -> (feats, weight)``
-  may change the features the fusion head sees in the training forward (``weight`` (B,)
-  weights the per-example losses, or None)."""
+  """Cross-entropy gradient of a separable model; ``feature_fn(feats, unimodal) ->
+  (feats, weight)`` may change the features the fusion head sees in the training forward
+  (``unimodal``: the uni-modal logits of the undropped features, without gradient, computed
+  once per step; ``weight`` (B,) weights the per-example losses, or None)."""
   model, inputs, labels = ctx.model, inputs_of(batch), batch["label"]
   dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
   full_key = subsets.pass_key(dropout_key, 2**ctx.k - 1)   # as subsets.subset_forward's
@@ -41,7 +43,9 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
     feats, stats = subsets.apply(model, p, batch_stats, inputs, train=True, method="encode",
                                  update=True, dropout_key=full_key)
     feats = tuple(feats)
-    used, weight = feature_fn(feats) if feature_fn is not None else (feats, None)
+    unimodal = model.apply({"params": jax.lax.stop_gradient(p)}, jax.lax.stop_gradient(feats),
+                           method="unimodal_logits")
+    used, weight = feature_fn(feats, unimodal) if feature_fn is not None else (feats, None)
     (logits, _), stats = subsets.apply(model, p, stats, used, train=True, method="fuse",
                                        update=True, dropout_key=full_key)
     ce = shapley.cross_entropy(logits, labels)
@@ -49,12 +53,12 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
       loss = ce.mean()
     else:
       loss = (ce * weight).sum() / jnp.maximum(weight.sum(), 1.0)
-    return loss, (logits.astype(jnp.float32), feats, stats)
+    return loss, (logits.astype(jnp.float32), feats, stats, unimodal, weight)
 
-  (loss, (logits, feats, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (loss, (logits, feats, stats, unimodal, weight)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(params)
   p0 = jax.lax.stop_gradient(params)
   feats = jax.lax.stop_gradient(feats)
-  unimodal = model.apply({"params": p0}, feats, method="unimodal_logits")
   masked = subsets.masked_logits(
       model, p0, stats, inputs, feats, ctx.modalities, train=True,
       masked_train=subsets.masked_train_mode(True, ctx.subsets.bn,
@@ -67,4 +71,4 @@ def late_step(ctx, params, batch_stats, batch, rng, *,
                                  dropout_key=full_key)
   v = jax.lax.stop_gradient(jnp.concatenate([masked, full[None]], 0))
   return LateStep(grads, unimodal.astype(jnp.float32), stats,
-                  shapley_metrics(v, loss, logits, labels, ctx.modalities))
+                  shapley_metrics(v, loss, logits, labels, ctx.modalities), weight)

@@ -87,7 +87,8 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   drop_key, pad_key = jax.random.split(rng)
   step = find_state(opt_state, ds.DropState).count
 
-  def feature_fn(feats):
+  def feature_fn(feats, unimodal):
+    del unimodal
     return drop_features(feats, ctx.hp, step, drop_key), None
 
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)

@@ -81,7 +81,8 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   p = jnp.where(active, ctx.hp.p, 0.0)
   keep = keep_patterns(p, drop_key, ctx.k, labels.shape[0])
 
-  def feature_fn(feats):
+  def feature_fn(feats, unimodal):
+    del unimodal
     return drop_modalities(feats, keep, p), None
 
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)

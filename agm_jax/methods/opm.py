@@ -28,7 +28,6 @@ l. 91) is the window ``start_epoch=6``. Config section ``opm``: ``q_base`` (0.5)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -90,12 +89,6 @@ def make_tx(ctx, base):
       axis_name=ctx.axis_name)
 
 
-def unimodal_logits(ctx, params, feats):
-  """The late head's uni-modal logits ``W_m z_m + b/k`` of ``feats``, without gradient."""
-  return ctx.model.apply({"params": jax.lax.stop_gradient(params)},
-                         jax.lax.stop_gradient(tuple(feats)), method="unimodal_logits")
-
-
 def current_drop_probabilities(ctx, unimodal, labels):
   """q from this step's ``(k, B, K)`` uni-modal logits (scores averaged over
   ``ctx.axis_name``, as the transform averages them)."""
@@ -110,22 +103,16 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   drop_key, pad_key = jax.random.split(rng)
   p_exe = ctx.hp.p_exe
 
-  def q_of(unimodal: Callable[[], jax.Array]):
+  def feature_fn(feats, unimodal):
     if ctx.hp.rho == "current":
-      q = current_drop_probabilities(ctx, unimodal(), labels)
+      q = current_drop_probabilities(ctx, unimodal, labels)
     else:
       q = optax.tree_utils.tree_get(opt_state, "drop_prob")
-    return jax.lax.stop_gradient(jnp.where(active, q, 0.0))
-
-  def feature_fn(feats):
-    return drop_features(feats, q_of(lambda: unimodal_logits(ctx, params, feats)), drop_key,
-                         p_exe=p_exe)
+    q = jax.lax.stop_gradient(jnp.where(active, q, 0.0))
+    return drop_features(feats, q, drop_key, p_exe=p_exe)
 
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)
-  # The examples the forward pass kept: the same q (the same logits) and the same key.
-  keep, _ = keep_mask(q_of(lambda: out.unimodal), drop_key, ctx.k, labels.shape[0],
-                      p_exe=p_exe)
-  kept = keep.any(0).sum()
+  kept = out.weight.sum()   # the examples the forward pass kept (weight 1: any modality left)
   scores = score_ratio.ogm_scores(out.unimodal, labels)
   return StepOutput(out.grads, {"scores": scores, "active": active, "kept": kept},
                     out.batch_stats, out.metrics)
