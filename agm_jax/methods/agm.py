@@ -44,11 +44,17 @@ def hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
-def make_tx(ctx, base):
+def modulation(ctx, *, reference: str | None = None):
+  """The ``agm`` transform of ``ctx.hp`` (``reference`` overrides ``hp.reference``): the one
+  place the AGM methods (agm, agm_1, agm_ge) build it."""
   hp = ctx.hp
-  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
-                                   reference=hp.reference, outside=hp.outside,
-                                   axis_name=ctx.axis_name), base)
+  return agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
+                       reference=reference or hp.reference, outside=hp.outside,
+                       axis_name=ctx.axis_name)
+
+
+def make_tx(ctx, base):
+  return optax.chain(modulation(ctx), base)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):

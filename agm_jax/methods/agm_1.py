@@ -17,7 +17,6 @@ import optax
 
 from agm_jax.methods import agm
 from agm_jax.methods.base import Method, Window, from_section
-from agm_jax.transforms.agm import agm as agm_transform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,9 +32,7 @@ def hparams(section) -> HParams:
 
 
 def make_tx(ctx, base):
-  hp = ctx.hp
-  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k, reference="one",
-                                   outside=hp.outside, axis_name=ctx.axis_name), base)
+  return optax.chain(agm.modulation(ctx, reference="one"), base)
 
 
 METHOD = Method(name="agm_1", hparams=hparams, gradients=agm.gradients, make_tx=make_tx,

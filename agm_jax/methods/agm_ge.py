@@ -18,15 +18,10 @@ import optax
 from agm_jax.methods import agm
 from agm_jax.methods.base import Method
 from agm_jax.transforms import ge
-from agm_jax.transforms.agm import agm as agm_transform
 
 
 def make_tx(ctx, base):
-  hp = ctx.hp
-  return optax.chain(agm_transform(hp.alpha, hp.clip, num_modalities=ctx.k,
-                                   reference=hp.reference, outside=hp.outside,
-                                   axis_name=ctx.axis_name),
-                     ge.ge_noise(seed=ctx.seed), base)
+  return optax.chain(agm.modulation(ctx), ge.ge_noise(seed=ctx.seed), base)
 
 
 METHOD = Method(name="agm_ge", hparams=agm.hparams, gradients=agm.gradients, make_tx=make_tx,
