@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tiny_problem import MODS, make_data, numpy_init
+from tiny_problem import MODS, batches, make_data, numpy_init
 
 from agm_jax import compat, modulation, shapley
 
@@ -46,11 +46,10 @@ def main(steps=30, batch_size=32):
     return state.apply_gradients(grads=grads, mono_ce=aux["mono_ce"]), aux["loss"]
 
   losses = []
-  for t in range(steps):
-    i = (t * batch_size) % len(labels)
-    x = {m: v[i:i + batch_size] for m, v in inputs.items()}
-    state, loss = step(state, x, labels[i:i + batch_size])
-    losses.append(float(loss))
+  for x, y in batches(inputs, labels, steps, batch_size):
+    state, loss = step(state, x, y)
+    losses.append(loss)
+  losses = [float(v) for v in losses]   # one host transfer after the loop, not one per step
   kappa = np.asarray(optax.tree_utils.tree_get(state.opt_state, "kappa"))
   return {"losses": losses, "kappa": kappa, "step": int(state.step)}
 

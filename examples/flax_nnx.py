@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tiny_problem import MODS, make_data, numpy_init
+from tiny_problem import MODS, batches, make_data, numpy_init
 
 from agm_jax import modulation, shapley
 
@@ -46,10 +46,9 @@ def main(steps=30, batch_size=32):
   tx = optax.chain(modulation.agm(alpha=0.5, num_modalities=2), optax.sgd(0.1, momentum=0.9))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   losses = []
-  for t in range(steps):
-    i = (t * batch_size) % len(labels)
-    x = {m: v[i:i + batch_size] for m, v in inputs.items()}
-    losses.append(float(train_step(model, optimizer, x, labels[i:i + batch_size])))
+  for x, y in batches(inputs, labels, steps, batch_size):
+    losses.append(train_step(model, optimizer, x, y))
+  losses = [float(v) for v in losses]   # one host transfer after the loop, not one per step
   kappa = np.asarray(optax.tree_utils.tree_get(nnx.as_pure(optimizer.opt_state), "kappa"))
   return {"losses": losses, "kappa": kappa, "step": int(optimizer.step[...])}
 

@@ -11,7 +11,7 @@ is ordinary optax.
 import jax
 import numpy as np
 import optax
-from tiny_problem import MODS, init_params, logits_fn, make_data
+from tiny_problem import MODS, batches, init_params, logits_fn, make_data
 
 from agm_jax import modulation, shapley
 
@@ -30,11 +30,10 @@ def main(steps=30, batch_size=32):
     return optax.apply_updates(params, updates), opt_state, aux["loss"]
 
   losses = []
-  for t in range(steps):
-    i = (t * batch_size) % len(labels)
-    x = {m: v[i:i + batch_size] for m, v in inputs.items()}
-    params, opt_state, loss = step(params, opt_state, x, labels[i:i + batch_size])
-    losses.append(float(loss))
+  for x, y in batches(inputs, labels, steps, batch_size):
+    params, opt_state, loss = step(params, opt_state, x, y)
+    losses.append(loss)
+  losses = [float(v) for v in losses]   # one host transfer after the loop, not one per step
   kappa = np.asarray(optax.tree_utils.tree_get(opt_state, "kappa"))
   return {"losses": losses, "kappa": kappa, "params": params}
 

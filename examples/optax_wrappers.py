@@ -20,7 +20,7 @@ raise a ValueError saying so.
 import jax
 import numpy as np
 import optax
-from tiny_problem import MODS, init_params, logits_fn, make_data
+from tiny_problem import MODS, batches, init_params, logits_fn, make_data
 
 from agm_jax import modulation, shapley
 from agm_jax.transforms import partition
@@ -60,14 +60,13 @@ def main(steps=24, batch_size=32, nan_at=5):
     return optax.apply_updates(params, updates), opt_state
 
   losses = []
-  for t in range(steps):
-    i = (t * batch_size) % len(labels)
-    x = {m: v[i:i + batch_size] for m, v in inputs.items()}
+  for t, (x, y) in enumerate(batches(inputs, labels, steps, batch_size)):
     if t == nan_at:
       x["audio"] = np.full_like(x["audio"], np.nan)
-    grads, aux = grads_fn(params, x, labels[i:i + batch_size])
+    grads, aux = grads_fn(params, x, y)
     params, opt_state = apply(grads, opt_state, params, aux["mono_ce"])
-    losses.append(float(aux["loss"]))
+    losses.append(aux["loss"])
+  losses = [float(v) for v in losses]   # one host transfer after the loop, not one per step
   agm_state, guard_state = opt_state
   return {"losses": losses, "params": params,
           "alpha": float(agm_state.hyperparams["alpha"]),

@@ -39,3 +39,10 @@ def logits_fn(params, inputs):
   z = jnp.concatenate([jnp.tanh(inputs["audio"] @ params["encoders_0"]["w"]),
                        jnp.tanh(inputs["visual"] @ params["encoders_1"]["w"])], -1)
   return z @ params["head"]["w"] + params["head"]["b"]
+
+
+def batches(inputs, labels, steps, batch_size):
+  """``steps`` mini-batches ``(x, y)`` taken in order, wrapping around the data."""
+  for t in range(steps):
+    i = (t * batch_size) % len(labels)
+    yield {m: v[i:i + batch_size] for m, v in inputs.items()}, labels[i:i + batch_size]
