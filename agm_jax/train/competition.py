@@ -86,10 +86,10 @@ def concept_config(config, modality: str):
     # What cannot change the concept is normalised, so runs that differ only there share it:
     # a late-fusion concept is modality m's encoder and one linear layer whatever the
     # multimodal head (sum or concat: the released code trains one mono-modal model per
-    # modality for all of its late-fusion runs), and the conditional clip never applies to it.
+    # modality for all of its late-fusion runs). The conditional clip never applies to a
+    # concept; concept_key leaves it out.
     if fusion_lib.is_late(c.model.fusion):
       c.model.fusion = "concat"
-    c.optimizer.conditional_clip = dict(threshold=0.0, max_norm=1.0, methods="*")
   return c
 
 
@@ -98,6 +98,7 @@ def concept_key(config, modality: str) -> str:
   fields = {k: json.loads(c[k].to_json_best_effort()) if hasattr(c[k], "to_json_best_effort")
             else c[k] for k in ("data", "model", "optimizer", "unimodal", "num_epochs",
                                 "batch_size", "seed")}
+  del fields["optimizer"]["conditional_clip"]   # never applies to a concept (method unimodal)
   if fields["unimodal"].get("pad") == "zeros":   # the defaults keep the keys made before them
     del fields["unimodal"]["pad"]
   checkpoint = config.competition.concept_checkpoint
