@@ -13,7 +13,7 @@ def get_config():
   c.num_epochs = 100
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.data = default.data_config("ave", "audio,visual", visual_pool="mean")
+  c.data = default.data_config("ave", "audio,visual", visual_pool="mean", task="video")
   c.model.encoder_default = dict(type="mlp", hidden=(256,), features=128)
   c.optimizer.learning_rate = 1e-3
   c.optimizer.decay_epochs = (70,)

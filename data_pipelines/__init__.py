@@ -7,9 +7,9 @@ Three groups, for three audiences:
   a dataset's shapes (``random_inputs.py``) and the Grain loader over a prepared dataset
   (``loader.py``).
 * ``builders/``: TFDS builders from the papers' raw downloads, one folder per dataset
-  (cremad, avmnist, kinetics_sounds, urfunny, cmu_mosei, ave; its ``DEFINITION`` and its
-  builder), the pieces they share, the registry of names and ``prepare.py`` (the command that
-  prepares a download once).
+  (cremad, avmnist, kinetics_sounds, urfunny, cmu_mosei, ave, mosei_tbje; its ``DEFINITION``
+  and its builder), the pieces they share, the registry of names and ``prepare.py`` (the
+  command that prepares a download once).
 * ``fabricated/``: tiny raw layouts of every dataset written from random numbers
   (``layouts.py``), for the tests, and the loader benchmark that runs on them.
 
@@ -23,6 +23,9 @@ Three groups, for three audiences:
   shapes (``synthetic_examples``, ``data_seed``); otherwise the prepared array_record copy in
   ``data_dir`` (prepared from ``manual_dir`` on first use) read through the Grain loader
   (``num_workers``, ``modalities`` and the dataset's own fields).
+
+Every named dataset also carries ``vocab_sizes`` and ``embeddings`` (``{}`` unless it holds
+token ids, as ``mosei_tbje`` does: ``{"text": V}`` and, with ``glove_path``, the GloVe rows).
 """
 
 from __future__ import annotations
@@ -52,12 +55,17 @@ def load(data_config, *, seed: int = 0):
                                where=name)
   if cfg(data_config, "synthetic", False):
     spec = definition.synthetic_spec(data_config)
+    dropped = set(definition.modalities) - set(selected)   # companions of kept ones stay
     spec = {k: v for k, v in spec.items()
-            if k in selected or (k.endswith("_lengths") and k[:-len("_lengths")] in selected)}
+            if k not in dropped and k.removesuffix("_lengths") not in dropped}
+    vocab_sizes, embeddings = definition.vocabulary(data_config, None)
     return RandomDataset(name=name, modalities=selected,
                          num_classes=definition.num_classes(data_config), spec=spec,
                          examples_per_split=int(cfg(data_config, "synthetic_examples", 64)),
-                         data_seed=int(cfg(data_config, "data_seed", 0)))
+                         data_seed=int(cfg(data_config, "data_seed", 0)),
+                         label_shape=tuple(definition.label_shape(data_config)),
+                         finish=definition.synthetic_finish(data_config),
+                         vocab_sizes=vocab_sizes, embeddings=embeddings)
   return TfdsDataset(ensure_prepared(definition, data_config), definition, data_config,
                      selected)
 

@@ -1,9 +1,9 @@
 """TFDS builders from the papers' raw downloads, and what the prepared datasets are.
 
 One folder per dataset (``cremad``, ``avmnist``, ``kinetics_sounds``, ``urfunny``,
-``cmu_mosei``, ``ave``): its ``__init__.py`` holds the ``DEFINITION`` the loader reads (modalities,
-splits, preprocessing, the raw layout) and ``<name>_dataset_builder.py`` the TFDS builder.
-Shared by them:
+``cmu_mosei``, ``ave``, ``mosei_tbje``): its ``__init__.py`` holds the ``DEFINITION`` the
+loader reads (modalities, splits, preprocessing, the raw layout) and
+``<name>_dataset_builder.py`` the TFDS builder. Shared by them:
 
 * ``registry.py``: the dataset names and ``DatasetDef``;
 * ``prepare.py``: prepares a raw download into an array_record copy
@@ -13,5 +13,6 @@ Shared by them:
 * ``audio.py``, ``images.py``, ``video.py``: decoding and the papers' spectrograms and frames;
 * ``preprocess.py``: per-example transforms from a stored record to a batch's arrays (run by
   the loader);
-* ``affect.py``, ``affect_builder.py``: the MultiBench affect pickles (UR-Funny, CMU-MOSEI).
+* ``affect.py``, ``affect_builder.py``: the MultiBench affect pickles (UR-Funny, CMU-MOSEI);
+* ``text.py``: words to token ids, the vocabulary file and GloVe rows (TBJE's CMU-MOSEI).
 """

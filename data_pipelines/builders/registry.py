@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-NAMES = ("cremad", "avmnist", "kinetics_sounds", "urfunny", "cmu_mosei", "ave")
+NAMES = ("cremad", "avmnist", "kinetics_sounds", "urfunny", "cmu_mosei", "ave", "mosei_tbje")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,14 @@ class DatasetDef:
     synthetic_spec: ``data_config -> {key: (shape, dtype)}`` of every modality and companion.
     num_classes: ``data_config -> int``.
     version: the builder's version (the prepared copy lives in ``data_dir/name/version``).
+    label_shape: ``data_config -> shape`` of one example's label (``()``; AVE's segment task:
+      ``(10,)``, one label per segment).
+    synthetic_finish: ``data_config -> None | finish``; ``finish(example, rng)`` makes a
+      random example (``sources/random_inputs.py``) consistent (companions derived from the
+      label, token ids in range, padding after the lengths).
+    vocabulary: ``(data_config, builder_dir | None) -> (vocab_sizes, embeddings)`` of the
+      tokenised modalities (``{}``, ``{}`` for feature datasets); ``builder_dir`` is None for
+      synthetic inputs.
   """
 
   name: str
@@ -43,6 +51,10 @@ class DatasetDef:
   synthetic_spec: Callable[[Any], dict]
   num_classes: Callable[[Any], int]
   version: str = "1.0.0"
+  label_shape: Callable[[Any], tuple[int, ...]] = lambda data_config: ()
+  synthetic_finish: Callable[[Any], Callable | None] = lambda data_config: None
+  vocabulary: Callable[[Any, str | None], tuple[dict, dict]] = (
+      lambda data_config, builder_dir: ({}, {}))
 
   @property
   def builder_module(self) -> str:

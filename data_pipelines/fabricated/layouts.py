@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy.io import wavfile
 
-from data_pipelines.builders import cremad
+from data_pipelines.builders import ave, cremad
 
 CREMAD_SPLITS = os.path.join(os.path.dirname(cremad.__file__), "splits")
 
@@ -188,10 +188,15 @@ def write_affect(path: str, *, dims: dict[str, int], sizes=(12, 5, 6), length: i
 
 
 def write_ave(root: str, *, num_videos: int = 16, orders=None, seed: int = 0,
-              no_event=(), nan_rows=()) -> dict[str, list[int]]:
+              no_event=(), nan_rows=(), annotations: bool = False,
+              wrong_annotations=()) -> dict[str, list[int]]:
   """PSP-style h5 files for ``num_videos`` videos (each one event over a run of segments).
   ``orders``: split -> video indices (default 10 / 3 / 3). ``no_event``: all-background
-  videos; ``nan_rows``: videos with a NaN feature."""
+  videos; ``nan_rows``: videos with a NaN feature. ``annotations``: also AVE's own
+  Annotations.txt (row i = video i) and trainSet/valSet/testSet.txt; ``wrong_annotations``:
+  videos whose annotated event starts a second later than right_labels.h5 says. Returns the
+  orders, each video's event class and segment labels (``segments``, (n, 10), 28 =
+  background)."""
   import h5py  # noqa: PLC0415
   rng = np.random.default_rng(seed)
   n = num_videos
@@ -207,6 +212,9 @@ def write_ave(root: str, *, num_videos: int = 16, orders=None, seed: int = 0,
       labels[i, start:start + 5, events[i]] = 1
   for r in nan_rows:
     visual[r, 0, 0, 0, 0] = np.nan
+  spans = [(0, 0) if i in no_event else (int(np.argmax(labels[i, :, 28] == 0)),
+                                         int(np.argmax(labels[i, :, 28] == 0)) + 5)
+           for i in range(n)]
   for name, data in (("audio_feature.h5", audio), ("visual_feature.h5", visual),
                      ("right_labels.h5", labels)):
     with h5py.File(os.path.join(root, name), "w") as f:
@@ -216,4 +224,49 @@ def write_ave(root: str, *, num_videos: int = 16, orders=None, seed: int = 0,
   for split, order in orders.items():
     with h5py.File(os.path.join(root, f"{split}_order.h5"), "w") as f:
       f["order"] = np.asarray(order, np.int64)
-  return {"orders": orders, "events": events.tolist()}
+  if annotations:
+    rows = [f"{ave.ANNOTATION_CATEGORIES[events[i]]}&vid{i:04d}&good&{s + (i in wrong_annotations)}"
+            f"&{e}" for i, (s, e) in enumerate(spans)]
+    with open(os.path.join(root, "Annotations.txt"), "w") as f:
+      f.write("Category&VideoID&Quality&StartTime&EndTime\n" + "\n".join(rows) + "\n")
+    for split, name in (("train", "trainSet.txt"), ("val", "valSet.txt"), ("test", "testSet.txt")):
+      with open(os.path.join(root, name), "w") as f:
+        f.write("".join(rows[i] + "\n" for i in orders[split]))
+  return {"orders": orders, "events": events.tolist(),
+          "segments": np.argmax(labels, axis=-1).astype(np.int32)}
+
+
+# TBJE's CMU-MOSEI pickles: words (with punctuation to clean), mel frames of several lengths
+# (one longer than 60) and scores (one exactly 0, some nested arrays as the real files hold).
+TBJE_EXAMPLES = {
+    "train": {
+        "vidA[0]": (["Hello,", "World!", "it's", "well-known"], 5, np.array([[1.5]])),
+        "vidA[1]": (["HELLO", "(again)", "...", "and/or"], 70, 0.0),
+        "vidB[0]": ([f"w{i}" for i in range(65)], 60, np.array([-2.5])),
+    },
+    "valid": {"v1": (["world", "again"], 3, -0.5)},
+    "test": {"t1": (["Hello", "zebra?"], 61, 2.0), "t2": (["#", "it's"], 1, -1.0)},
+}
+
+
+def write_mosei_tbje(root: str, *, examples=None, extra_sentences=("orphan[0]",),
+                     seed: int = 0) -> dict:
+  """TBJE-style ``{train,valid,test}_{sentences,mels,sentiment}.p`` pickles from ``examples``
+  (split -> key -> (words, frames, score); default :data:`TBJE_EXAMPLES`). Keys in
+  ``extra_sentences`` are added to train_sentences.p only (absent from the other pickles).
+  Returns the mel arrays written, split -> key -> (T, 80)."""
+  rng = np.random.default_rng(seed)
+  examples = TBJE_EXAMPLES if examples is None else examples
+  os.makedirs(root, exist_ok=True)
+  mels = {}
+  for split, items in examples.items():
+    mels[split] = {k: rng.standard_normal((t, 80)).astype(np.float32)
+                   for k, (_, t, _) in items.items()}
+    sentences = {k: list(words) for k, (words, _, _) in items.items()}
+    if split == "train":
+      sentences.update({k: ["orphan"] for k in extra_sentences})
+    for kind, data in (("sentences", sentences), ("mels", mels[split]),
+                       ("sentiment", {k: score for k, (_, _, score) in items.items()})):
+      with open(os.path.join(root, f"{split}_{kind}.p"), "wb") as f:
+        pickle.dump(data, f)
+  return mels

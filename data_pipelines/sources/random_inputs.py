@@ -9,14 +9,17 @@ small integers in ``0..99``, ``"<m>_lengths"`` companions at the full sequence l
 :class:`RandomDataset` is the ``base`` contract over such examples: every split has
 ``synthetic_examples`` (64) of them, with lengths uniform in ``1..L``. Example ``i`` of a split
 depends only on ``(data_seed, split, i)``, and batches follow ``base.epoch_order`` like every
-other dataset.
+other dataset. A dataset's ``finish`` hook (``DatasetDef.synthetic_finish``) then makes the
+example consistent where random draws would not be (AVE's AVPS target from its segment
+labels; token ids above the reserved ones and padding after the lengths), and its
+``vocab_sizes`` / ``embeddings`` are those a real copy would carry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -26,8 +29,8 @@ LENGTHS = "_lengths"
 
 
 def random_batch(spec: Mapping[str, tuple[tuple[int, ...], np.dtype]], num_classes: int,
-                 batch_size: int | None, seed=0, *, full_lengths: bool = True
-                 ) -> dict[str, np.ndarray]:
+                 batch_size: int | None, seed=0, *, full_lengths: bool = True,
+                 label_shape: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
   """Random arrays of ``spec`` (``{key: (shape, dtype)}``) plus ``"label"``.
 
   Args:
@@ -38,6 +41,7 @@ def random_batch(spec: Mapping[str, tuple[tuple[int, ...], np.dtype]], num_class
     seed: anything ``np.random.default_rng`` takes (an int, a sequence of ints, a Generator).
     full_lengths: ``"<m>_lengths"`` at the full sequence length (the default: every sequence
       complete); False draws them uniformly in ``1..L``.
+    label_shape: one example's label shape (``()``; e.g. ``(10,)`` for per-segment labels).
   """
   rng = np.random.default_rng(seed)
   lead = () if batch_size is None else (int(batch_size),)
@@ -54,8 +58,8 @@ def random_batch(spec: Mapping[str, tuple[tuple[int, ...], np.dtype]], num_class
       out[key] = rng.integers(0, 100, size=size).astype(dtype)
     else:
       out[key] = rng.standard_normal(size, dtype=np.float32).astype(dtype)
-  label = rng.integers(0, num_classes, size=lead).astype(np.int32)
-  out["label"] = label if batch_size is not None else label[()]
+  label = rng.integers(0, num_classes, size=(*lead, *label_shape)).astype(np.int32)
+  out["label"] = label if label.ndim else label[()]
   return out
 
 
@@ -73,6 +77,10 @@ class RandomDataset:
   spec: Mapping[str, tuple[tuple[int, ...], np.dtype]]
   examples_per_split: int = 64
   data_seed: int = 0
+  label_shape: tuple[int, ...] = ()
+  finish: Callable | None = None   # (example, rng) -> example; see DatasetDef.synthetic_finish
+  vocab_sizes: dict = dataclasses.field(default_factory=dict)
+  embeddings: dict = dataclasses.field(default_factory=dict)
 
   def num_examples(self, split: str) -> int:
     if split not in SPLITS:
@@ -81,8 +89,10 @@ class RandomDataset:
 
   def example(self, split: str, index: int) -> dict[str, np.ndarray]:
     stored = "dep" if split == "val" else split
-    seed = [int(self.data_seed), _split_code(stored), int(index)]
-    return random_batch(self.spec, self.num_classes, None, seed, full_lengths=False)
+    rng = np.random.default_rng([int(self.data_seed), _split_code(stored), int(index)])
+    example = random_batch(self.spec, self.num_classes, None, rng, full_lengths=False,
+                           label_shape=self.label_shape)
+    return example if self.finish is None else self.finish(example, rng)
 
   def batches(self, split: str, *, batch_size: int, seed: int = 0, epoch: int = 0,
               shuffle: bool = False, drop_remainder: bool = False, start_batch: int = 0,
