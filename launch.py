@@ -67,7 +67,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from agm_jax.train import guard, loop, parallel, validate  # noqa: PLC0415 - fast --help
+  from agm_jax.train import atomic, guard, lock, loop, parallel, validate  # noqa: PLC0415 - fast --help
   config = _CONFIG.value
   try:
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
@@ -82,7 +82,8 @@ def main(argv):
   except guard.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
-  except (ValueError, FileNotFoundError, parallel.DistributedError) as e:
+  except (ValueError, FileNotFoundError, parallel.DistributedError, lock.WorkdirBusy,
+          atomic.StorageError) as e:
     if _VERBOSE.value:
       raise
     print(f"error: {e}", file=sys.stderr)

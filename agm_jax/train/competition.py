@@ -41,7 +41,7 @@ import numpy as np
 
 from agm_jax import probe, shapley
 from agm_jax.models import fusion as fusion_lib
-from agm_jax.train import parallel
+from agm_jax.train import atomic, lock, parallel
 
 CACHE_VERSION = 1
 CHECKPOINTS = ("final", "best")
@@ -111,9 +111,9 @@ def concept_key(config, modality: str) -> str:
 
 
 def _save(path: str, **arrays) -> None:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  """``np.savez`` under a temporary name of this writer's own, then renamed: a reader (another
+  run sharing the cache) sees the old file or the new one, never half of one."""
+  atomic.savez(path, **arrays)
 
 
 class BestEpoch:
@@ -148,29 +148,15 @@ def concept_outputs(config, modality: str, dataset, *, fit) -> dict:
   in so this module does not import the loop); returns its dep/test logits, test accuracy,
   and which checkpoint (``competition.concept_checkpoint``) and epoch they come from."""
   cc = concept_config(config, modality)
-  checkpoint = config.competition.concept_checkpoint
   directory = os.path.join(cache_root(config), concept_key(config, modality))
   outputs = os.path.join(directory, "concept.npz")
-  # Process 0's cache decides; training is collective, process 0 writes, then all read.
+  # Process 0's cache decides; training is collective, process 0 writes, then all read. A run
+  # that finds another one training the same concept (the concept directory's lock) waits for
+  # it and reads what it wrote.
   if not parallel.primary_flag(os.path.exists(outputs)):
-    if parallel.is_primary():
-      print(f"Training the mono-modal concept of {modality!r} (seed {cc.seed}, pad "
-            f"{cc.unimodal.pad}, {checkpoint} checkpoint; cached in {directory})", flush=True)
-    best = BestEpoch(directory) if checkpoint == "best" else None
-    run, state, _ = fit(cc, directory, dataset=dataset, epoch_hooks=(best,) if best else ())
-    if best is None:
-      dep, test = run.evaluate(state, "dep"), run.evaluate(state, "test")
-      record = {"dep": dep[2], "test": test[2], "acc": test[0]["acc"],
-                "epoch": cc.num_epochs - 1}
-    else:
-      record = best.record
-      if parallel.primary_flag(record is None):
-        raise RuntimeError(f"the concept run in {directory} has no best-epoch record "
-                           "(best.npz); delete the directory to train it again")
-    if parallel.is_primary():
-      _save(outputs, checkpoint=checkpoint, **{k: record[k] for k in
-                                               ("dep", "test", "acc", "epoch")})
-    parallel.barrier(f"agm_jax:concept:{modality}")
+    with lock.hold(directory, wait=True):
+      if not parallel.primary_flag(os.path.exists(outputs)):
+        _train_concept(config, modality, dataset, fit=fit, directory=directory)
   if not os.path.exists(outputs):
     raise FileNotFoundError(f"process 0 cached the concept in {outputs}, which this process "
                             "cannot see: competition.cache_dir must be on a filesystem every "
@@ -179,6 +165,31 @@ def concept_outputs(config, modality: str, dataset, *, fit) -> dict:
     return {"dep": f["dep"], "test": f["test"], "acc": float(f["acc"]), "cached": directory,
             "checkpoint": str(f["checkpoint"]) if "checkpoint" in f.files else "final",
             "epoch": int(f["epoch"]) if "epoch" in f.files else cc.num_epochs - 1}
+
+
+def _train_concept(config, modality: str, dataset, *, fit, directory: str) -> None:
+  """Trains modality m's concept in ``directory`` and writes its ``concept.npz``."""
+  cc = concept_config(config, modality)
+  checkpoint = config.competition.concept_checkpoint
+  outputs = os.path.join(directory, "concept.npz")
+  if parallel.is_primary():
+    print(f"Training the mono-modal concept of {modality!r} (seed {cc.seed}, pad "
+          f"{cc.unimodal.pad}, {checkpoint} checkpoint; cached in {directory})", flush=True)
+  best = BestEpoch(directory) if checkpoint == "best" else None
+  run, state, _ = fit(cc, directory, dataset=dataset, epoch_hooks=(best,) if best else ())
+  if best is None:
+    dep, test = run.evaluate(state, "dep"), run.evaluate(state, "test")
+    record = {"dep": dep[2], "test": test[2], "acc": test[0]["acc"],
+              "epoch": cc.num_epochs - 1}
+  else:
+    record = best.record
+    if parallel.primary_flag(record is None):
+      raise RuntimeError(f"the concept run in {directory} has no best-epoch record "
+                         "(best.npz); delete the directory to train it again")
+  if parallel.is_primary():
+    _save(outputs, checkpoint=checkpoint, **{k: record[k] for k in
+                                             ("dep", "test", "acc", "epoch")})
+  parallel.barrier(f"agm_jax:concept:{modality}")
 
 
 class CompetitionProbe:

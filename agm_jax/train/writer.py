@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
+
+from agm_jax.train import atomic
 
 
 def _clean(value):
@@ -13,22 +16,44 @@ def _clean(value):
   return value if math.isfinite(value) else None if math.isnan(value) else str(value)
 
 
+RESUME_ADVICE = ("the checkpoints are intact: free space or make the workdir writable, then "
+                 "run the same command to resume")
+
+
 def truncate_after(path: str, step: int) -> None:
-  """Drops lines logged after ``step`` (a resumed run writes them again)."""
+  """Drops lines logged after ``step`` (a resumed run writes them again) and, with a warning,
+  unreadable ones (the half-written last line of a run killed mid-append); the file is
+  replaced atomically."""
   if not os.path.exists(path):
     return
-  kept = []
-  with open(path) as f:
-    for line in f:
+  kept, bad = [], []
+  with open(path, errors="replace") as f:
+    for number, line in enumerate(f, 1):
       try:
         if json.loads(line)["step"] <= step:
           kept.append(line if line.endswith("\n") else line + "\n")
-      except (ValueError, KeyError):   # a half-written last line of a killed run
-        continue
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+      except (ValueError, KeyError, TypeError):
+        bad.append(number)
+  if bad:
+    logging.warning("%s: dropped unreadable line(s) %s (a run killed while writing them)",
+                    path, bad)
+  try:
+    atomic.write_text(path, "".join(kept))
+  except OSError as e:
+    raise atomic.storage_error(path, e, RESUME_ADVICE) from e
+
+
+PENDING_FILE = "pending_metrics.json"
+PENDING_KEEP = 4
+
+
+def _read_pending(path: str) -> dict:
+  try:
+    with open(path) as f:
+      records = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return records if isinstance(records, dict) else {}
 
 
 class MetricWriter:
@@ -53,14 +78,37 @@ class MetricWriter:
     line.update({k: _clean(v) for k, v in metrics.items()})
     if not self.enabled:
       return line
-    with open(self.path, "a") as f:
-      f.write(json.dumps(line) + "\n")
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    except OSError as e:
+      raise atomic.storage_error(f"{self.path} (step {step}, {split})", e, RESUME_ADVICE) from e
     if self._tb is not None:
       for k in metrics:
         if isinstance(line[k], float):
           self._tb.add_scalar(f"{split}/{k}", line[k], step)
       self._tb.flush()
     return line
+
+  def save_pending(self, step: int, items: list[dict]) -> None:
+    """Keeps the metrics of the steps not yet in a line (``items``, host floats) with the
+    checkpoint of ``step``, so that a run resumed from it writes the same next line as one
+    never stopped (``PENDING_FILE``, the last ``PENDING_KEEP`` checkpoints' records)."""
+    if not self.enabled or not items:
+      return
+    path = os.path.join(os.path.dirname(self.path), PENDING_FILE)
+    records = _read_pending(path)
+    records[str(int(step))] = items
+    records = dict(sorted(records.items(), key=lambda kv: int(kv[0]))[-PENDING_KEEP:])
+    try:
+      atomic.write_text(path, json.dumps(records))
+    except OSError as e:
+      raise atomic.storage_error(path, e, RESUME_ADVICE) from e
+
+  def pending(self, step: int) -> list[dict]:
+    """The metrics :meth:`save_pending` kept with the checkpoint of ``step`` (none: [])."""
+    path = os.path.join(os.path.dirname(self.path), PENDING_FILE)
+    return _read_pending(path).get(str(int(step)), [])
 
   def close(self):
     if self._tb is not None:

@@ -43,6 +43,22 @@ AUGMENT_SALT = 0xA06
 ENDLESS = 2 ** 40   # "length" of a pipeline: batches of as many epochs as anyone will run
 
 
+def check_labels(label: np.ndarray, num_classes: int, records) -> None:
+  """ValueError naming the record (and position, for per-position labels such as AVE's
+  segment labels (B, T)) of the first label outside ``0..num_classes-1``, the classes the
+  dataset's definition declares. The builders' ``ClassLabel`` features reject such labels when
+  the dataset is prepared; this catches a copy prepared by other means, as each batch is
+  read (the records are not all read before training: that would cost a pass over the data)."""
+  label = np.asarray(label)
+  bad = np.argwhere((label < 0) | (label >= num_classes))
+  if len(bad):
+    row, *position = (int(i) for i in bad[0])
+    where = f" position {position}" if position else ""
+    raise ValueError(f"record {int(records[row])} field 'label'{where} value "
+                     f"{label[tuple(bad[0])]} is outside 0..{num_classes - 1} (the classes "
+                     "the dataset declares)")
+
+
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   """The generator that augments record ``index`` in ``epoch`` of a run seeded ``seed``."""
   return np.random.default_rng([int(seed), int(epoch), int(index), AUGMENT_SALT])
@@ -101,6 +117,7 @@ class BatchSource:
   preprocess: Any
   first: int
   empty: Any   # the batch of an empty shard slice: {key: zero-length array}
+  num_classes: int = 0   # > 0: every label is checked to lie in 0..num_classes-1
 
   def __len__(self) -> int:
     return ENDLESS
@@ -114,7 +131,10 @@ class BatchSource:
                                       rng=rng))
     if not examples:
       return dict(self.empty)
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    if self.num_classes:
+      check_labels(batch["label"], self.num_classes, self.plan.indices(epoch, b))
+    return batch
 
 
 def _mark_flags_parsed() -> None:
@@ -172,6 +192,8 @@ class TfdsDataset:
     self._sources = self.builder.as_data_source()
     self.modalities = tuple(modalities or definition.modalities)
     self.num_classes = int(definition.num_classes(data_config))
+    self.label_shape = tuple(definition.label_shape(data_config))
+    self.vocab_sizes, self.embeddings = definition.vocabulary(data_config, self.builder_dir)
     self.preprocess = definition.make_preprocess(data_config, self.modalities)
     self.num_workers = int(cfg(data_config, "num_workers", 0))
     self.read_threads = int(cfg(data_config, "read_threads", 2))
@@ -207,7 +229,8 @@ class TfdsDataset:
 
   def _empty_batch(self) -> dict[str, np.ndarray]:
     out = {k: np.zeros((0, *shape), dtype) for k, (shape, dtype) in self.spec.items()}
-    out["label"] = np.zeros((0,), np.int32)
+    dtype = np.float32 if self.num_classes == 1 else np.int32   # scores: a regression task
+    out["label"] = np.zeros((0, *self.label_shape), dtype)
     return out
 
   def batches(self, split: str, *, batch_size: int, seed: int = 0, epoch: int = 0,
@@ -245,7 +268,9 @@ class TfdsDataset:
       if plan.same_batch(pipeline.position, first):
         return pipeline
       pipeline.close()
-    return Pipeline(BatchSource(source, plan, self.preprocess, first, self._empty_batch()),
+    checked = self.num_classes if self.num_classes > 1 else 0   # scores have no classes
+    return Pipeline(BatchSource(source, plan, self.preprocess, first, self._empty_batch(),
+                                checked),
                     num_workers=self.num_workers, read_threads=self.read_threads,
                     prefetch_batches=self.prefetch_batches)
 

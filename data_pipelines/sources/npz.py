@@ -11,8 +11,10 @@ Any number of modalities; ``data_config.modalities`` (comma-separated, or a list
 ``agm_jax.modalities.parse`` reads it) selects and orders them (default: every array but
 "label" and the ``"<m>_lengths"`` companions, in the order of train.npz). A ``"<m>_lengths"``
 (N,) integer array in 0..L (L = the modality's second axis) is carried along with its
-modality. ``data_config.num_classes`` fixes K (default: the largest label + 1). Float arrays
-become float32 and integer arrays int32.
+modality. ``data_config.num_classes`` fixes K (default: the classes seen in train.npz, i.e.
+its largest label + 1): a label of any split outside 0..K-1 is an error naming the file and
+the example, found before anything is compiled; a class of train.npz that val, dep or test
+never holds is a warning. Float arrays become float32 and integer arrays int32.
 
 Every problem is one ``ValueError`` naming the file and the field: a missing file or field,
 NaN or inf, a label outside 0..K-1 or not an integer, fields of different lengths, a
@@ -21,6 +23,7 @@ modality whose per-example shape differs between files.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 
@@ -62,8 +65,10 @@ def _cast(path: str, field: str, x: np.ndarray) -> np.ndarray:
   raise ValueError(f"{path}: field {field!r} has dtype {x.dtype}; expected numbers")
 
 
-def check_labels(path: str, label: np.ndarray, num_classes: int | None) -> np.ndarray:
-  """int32 labels; ValueError naming the file if not 1-D integers in ``0..num_classes-1``."""
+def check_labels(path: str, label: np.ndarray, num_classes: int | None,
+                 declared: str = "") -> np.ndarray:
+  """int32 labels; ValueError naming the file and example if not 1-D integers in
+  ``0..num_classes-1`` (``declared``: where that range comes from, for the message)."""
   if label.ndim != 1:
     raise ValueError(f"{path}: field 'label' has shape {label.shape}; expected (N,)")
   if np.issubdtype(label.dtype, np.floating):
@@ -77,16 +82,21 @@ def check_labels(path: str, label: np.ndarray, num_classes: int | None) -> np.nd
   if len(bad):
     k = f"0..{num_classes - 1}" if num_classes is not None else "0 or more"
     raise ValueError(f"{path}: field 'label' value {label[bad[0]]} (example {bad[0]}) is "
-                     f"outside {k}")
+                     f"outside {k}{declared}")
   return label.astype(np.int32)
 
 
+def missing_classes(labels: np.ndarray, num_classes: int) -> list[int]:
+  """The classes in ``0..num_classes-1`` that ``labels`` never holds."""
+  return sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
+
+
 def check_split(path: str, arrays: dict[str, np.ndarray], names: tuple[str, ...],
-                num_classes: int | None) -> dict[str, np.ndarray]:
+                num_classes: int | None, declared: str = "") -> dict[str, np.ndarray]:
   """The selected fields of one file, validated and cast (see the module docstring)."""
   if "label" not in arrays:
     raise ValueError(f"{path}: no field 'label' (it has {sorted(arrays)})")
-  label = check_labels(path, arrays["label"], num_classes)
+  label = check_labels(path, arrays["label"], num_classes, declared)
   n = len(label)
   out = {}
   for m in names:
@@ -126,10 +136,26 @@ def read_folder(directory: str, wanted=None, num_classes: int | None = None
   names = requested or default_modalities(raw["train"])
   if not names:
     raise ValueError(f"{train_path}: no modality arrays besides 'label'")
-  arrays = {s: check_split(os.path.join(directory, f"{s}.npz"), a, names, num_classes)
-            for s, a in raw.items()}
-  if not len(arrays["train"]["label"]):
+  # The classes: data.num_classes, else those seen in train; every split is checked against
+  # them (a label train never saw would train a class with no examples and score 0 on it).
+  train = check_split(train_path, raw["train"], names, num_classes,
+                      " (data.num_classes)" if num_classes is not None else "")
+  if not len(train["label"]):
     raise ValueError(f"{train_path}: field 'label' is empty (no training examples)")
+  declared = " (data.num_classes)"
+  if num_classes is None:
+    num_classes = int(train["label"].max()) + 1
+    declared = " (the classes seen in train.npz; set data.num_classes to declare more)"
+  arrays = {s: train if s == "train" else
+            check_split(os.path.join(directory, f"{s}.npz"), a, names, num_classes, declared)
+            for s, a in raw.items()}
+  seen = set(np.unique(train["label"]).tolist())
+  for s, a in arrays.items():
+    absent = [c for c in missing_classes(a["label"], num_classes) if c in seen]
+    if s != "train" and absent:
+      logging.warning("%s: class(es) %s of train.npz never occur in this split (their "
+                      "accuracy there is undefined)", os.path.join(directory, f"{s}.npz"),
+                      absent[:20])
   for s, a in arrays.items():
     for key, x in a.items():
       expected = arrays["train"][key]
@@ -137,8 +163,6 @@ def read_folder(directory: str, wanted=None, num_classes: int | None = None
         raise ValueError(f"{os.path.join(directory, f'{s}.npz')}: field {key!r} has per-example "
                          f"shape {x.shape[1:]} {x.dtype}, but train.npz has "
                          f"{expected.shape[1:]} {expected.dtype}")
-  if num_classes is None:
-    num_classes = int(max(a["label"].max(initial=0) for a in arrays.values())) + 1
   return arrays, names, int(num_classes)
 
 
