@@ -159,24 +159,60 @@ def mono_modal_responses(fn: Callable[[dict], jax.Array], inputs: Mapping[str, A
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example ``-log softmax(logits)[label]``; broadcasts over leading axes."""
+  """Per-example ``-log softmax(logits)[label]``; broadcasts over leading axes. Integer class
+  labels only (float labels are scores: :func:`example_loss`)."""
+  if jnp.issubdtype(labels.dtype, jnp.floating):
+    raise ValueError("cross_entropy needs integer class labels; float labels are scores (a "
+                     "regression task: example_loss)")
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def task_of(outputs: jax.Array, labels: jax.Array) -> str:
+  """The task a batch's labels say, from their dtype (static under jit): integer labels are
+  class indices ("classification"), float labels real-valued scores ("regression", e.g.
+  CMU-MOSEI sentiment in [-3, 3]), which need a model with one output unit."""
+  if not jnp.issubdtype(labels.dtype, jnp.floating):
+    return "classification"
+  if outputs.shape[-1] != 1:
+    raise ValueError(f"float (score) labels need a model with 1 output unit (regression), got "
+                     f"{outputs.shape[-1]}")
+  return "regression"
+
+
+def example_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example loss of the task (:func:`task_of`); broadcasts over leading axes.
+  Classification: :func:`cross_entropy`. Regression: the absolute error ``|y_hat - y|`` of the
+  one output (L1, the CMU-MOSEI literature's regression loss: MulT, Tsai et al. ACL 2019,
+  ``src/main.py``'s ``L1Loss`` criterion for ``mosei_senti``; MMSA's regression trainers, e.g.
+  ``trains/singleTask/MULT.py``, use ``nn.L1Loss``)."""
+  if task_of(outputs, labels) == "classification":
+    return cross_entropy(outputs, labels)
+  return jnp.abs(outputs[..., 0].astype(jnp.float32) - labels.astype(jnp.float32))
+
+
+def example_correct(outputs: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example correctness (bool): ``argmax == label`` for classification; for regression
+  the has-zero Acc-2 decision, ``(y_hat >= 0) == (y >= 0)`` (``agm_jax.metrics.regression``)."""
+  if task_of(outputs, labels) == "classification":
+    return jnp.argmax(outputs, -1) == labels
+  return (outputs[..., 0] >= 0) == (labels >= 0)
+
+
 def mono_modal_ce(phi: jax.Array, labels: jax.Array) -> jax.Array:
-  """``ce^m``: batch mean cross-entropy of each modality's response, shape ``(k,)``."""
-  return cross_entropy(phi, labels[None]).mean(-1)
+  """``ce^m``: batch mean cross-entropy of each modality's response, shape ``(k,)`` (for score
+  labels the mean absolute error of ``phi^m``: :func:`example_loss`)."""
+  return example_loss(phi, labels[None]).mean(-1)
 
 
 def mono_modal_accuracy(phi: jax.Array, labels: jax.Array) -> jax.Array:
-  """``acc^m``: accuracy of ``argmax phi^m``, shape ``(k,)``."""
-  return (jnp.argmax(phi, -1) == labels[None]).mean(-1)
+  """``acc^m``: accuracy of ``argmax phi^m`` (score labels: Acc-2 of ``phi^m``), ``(k,)``."""
+  return example_correct(phi, labels[None]).mean(-1)
 
 
 class ShapleyForward(NamedTuple):
   """What the forward pass of :func:`shapley_vjp` computed (all float32)."""
-  loss: jax.Array        # mean cross-entropy of the full-input logits
+  loss: jax.Array        # mean cross-entropy (scores: L1) of the full-input logits
   logits: jax.Array      # (B, K) = V[M] = sum_m phi^m
   mono_logits: jax.Array  # phi, (k, B, K)
   mono_ce: jax.Array     # (k,)
@@ -212,17 +248,17 @@ def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array
   Args:
     subsets_fn: ``params -> V`` of shape ``(2**k, B, K)`` (or ``(V, aux)`` with ``has_aux``).
     params: the pytree to differentiate.
-    labels: int ``(B,)``.
+    labels: int ``(B,)`` (or float scores: regression, see :func:`example_loss`).
   Returns:
     ``(ShapleyForward, backward)``; ``backward(kappa)`` with ``kappa`` of shape ``(k,)`` is
-    ``sum_m kappa[m] * VJP(phi^m, dL/dphi)`` for ``L`` the mean cross-entropy of
-    ``phi = sum_m phi^m``. ``backward(ones)`` is the ordinary joint gradient.
+    ``sum_m kappa[m] * VJP(phi^m, dL/dphi)`` for ``L`` the mean cross-entropy (scores: mean
+    absolute error) of ``phi = sum_m phi^m``. ``backward(ones)`` is the ordinary joint gradient.
   """
   v, pullback, aux = subset_vjp(subsets_fn, params, has_aux=has_aux)
   k = int(round(math.log2(v.shape[0])))
   phi = responses(v)
   logits = v[-1].astype(jnp.float32)
-  loss, dlogits = jax.value_and_grad(lambda z: cross_entropy(z, labels).mean())(logits)
+  loss, dlogits = jax.value_and_grad(lambda z: example_loss(z, labels).mean())(logits)
   c = jnp.asarray(coefficients(k))
 
   def backward(kappa: jax.Array):

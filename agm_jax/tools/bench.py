@@ -8,7 +8,9 @@ compilation and ``--warmup`` steps excluded, then the median of ``--steps`` step
 synchronised with ``block_until_ready``. ``--config.parallel.mode=pmap`` times the pmap step
 (the batch split over the devices). The LAST stdout line is one JSON object with
 ``joint_step_s``, ``agm_step_s``, ``agm_eval_bn_step_s``, their ratios to joint,
-``batch_size``, ``devices``, ``parallel_mode``, ``backend`` and ``peak_rss_mb``.
+``joint_flops``, ``agm_flops``, ``agm_eval_bn_flops`` (XLA's cost analysis of the compiled
+step, ``train.steps.step_flops``: one device's program, so per device under pmap or a sharded
+jit), ``batch_size``, ``devices``, ``parallel_mode``, ``backend`` and ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ml_collections import config_flags
 
 import data_pipelines
 from agm_jax.train.loop import Run
+from agm_jax.train.steps import step_flops
 from data_pipelines.sources.random_inputs import random_batch
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cremad_agm.py", "Config file.")
@@ -61,7 +64,7 @@ def time_step(config, dataset, batch, *, steps: int, warmup: int) -> dict:
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
   return {"median_s": statistics.median(times), "times_s": times,
-          "first_step_s": compile_s}
+          "first_step_s": compile_s, "flops": step_flops(run.train_step, state, batch, active)}
 
 
 def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dtype: str = ""):
@@ -73,7 +76,8 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
     if dtype:
       config.model.dtype = dtype
   dataset = data_pipelines.load(config.data, seed=config.seed)
-  batch = random_batch(dataset.spec, dataset.num_classes, batch_size)
+  batch = random_batch(dataset.spec, dataset.num_classes, batch_size,
+                       label_shape=tuple(getattr(dataset, "label_shape", ())))
   result = {"config": config.get("name", ""), "batch_size": batch_size,
             "devices": jax.device_count(), "backend": jax.default_backend(),
             "device_kind": jax.devices()[0].device_kind, "dtype": config.model.dtype,
@@ -88,6 +92,7 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
     key = "agm_step_s" if name == "agm" else f"{name}_step_s"
     result[key] = float(f"{timing['median_s']:.4g}")
     result[f"{name}_first_step_s"] = round(timing["first_step_s"], 2)
+    result[f"{name}_flops"] = timing["flops"]
     print(f"{name:12s} median {timing['median_s']:.4f} s over {steps} steps "
           f"(first step incl. compile {timing['first_step_s']:.1f} s)", file=sys.stderr,
           flush=True)

@@ -16,7 +16,11 @@ print as "–".
 
 Plots (PNG, matplotlib Agg) per dataset: test accuracy, mono-modal accuracies and competition
 strengths over epochs (one line per method, mean over seeds with a min–max band), joint and
-AGM side by side (the paper's Figure 2), and AGM's kappa per modality over steps.
+AGM side by side (the paper's Figure 2), AGM's kappa per modality over steps, and a t-SNE of
+the test split's penultimate features (``features_test.npz``) coloured by class, one panel per
+method. Runs that logged them add F1 and mAP columns (the CSV's ``f1`` column in the reported
+rows) and a missing-modality table (``subset_acc/<subset>``, ``shapley_acc/<m>``,
+``imbalance_gap``).
 
 Reading is tolerant: a killed run's half-written last line, a missing summary.json, a missing
 seed or missing competition values only drop what is missing (and are listed under "Notes").
@@ -38,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from agm_jax import metrics as metrics_lib
 from agm_jax import modalities as modality_lists
 
 REFERENCE_CSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -46,7 +51,8 @@ REFERENCE_CSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 # config data.name -> the paper CSV's dataset name.
 PAPER_DATASET = {"cremad": "crema-d", "avmnist": "av-mnist", "urfunny": "ur-funny",
-                 "kinetics_sounds": "kinetics-sounds", "cmu_mosei": "cmu-mosei", "ave": "ave",
+                 "kinetics_sounds": "kinetics-sounds", "cmu_mosei": "cmu-mosei",
+                 "mosei_tbje": "cmu-mosei", "ave": "ave",
                  "ucf101": "ucf-101", "vggsound": "vggsound"}
 # config model.fusion -> the AGM tables' fusion class (the CSV also has exact fusion names).
 PAPER_FUSION = {"sum": "late", "concat": "late", "film": "late", "mmtm": "late",
@@ -338,12 +344,25 @@ def group_runs(runs: Iterable[Run]) -> dict:
   return groups
 
 
-def measured_cells(runs: Sequence[Run], modalities: Sequence[str]) -> list[str]:
-  """Acc, Acc_m…, d_m… cells of a seed group, from the final test metrics."""
+def measured_cells(runs: Sequence[Run], modalities: Sequence[str],
+                   extra: Sequence[str] = ()) -> list[str]:
+  """Acc, the ``extra`` metrics (``f1``, ``mAP``; percent), Acc_m…, d_m… cells of a seed
+  group, from the final test metrics."""
   def col(key, scale, digits):
     return fmt_stat([number(r.final.get(key)) for r in runs], scale, digits)
-  return ([col("acc", 100, 2)] + [col(f"acc/{m}", 100, 2) for m in modalities]
+  return ([col("acc", 100, 2)] + [col(k, 100, 2) for k in extra]
+          + [col(f"acc/{m}", 100, 2) for m in modalities]
           + [col(f"competition/{m}", 1, 4) for m in modalities])
+
+
+# Whole-split metrics shown beside Acc when a run logged them: metric key -> (column, CSV column).
+EXTRA_METRICS = {"f1": ("F1", "f1"), "mAP": ("mAP", "map")}
+
+
+def extra_metrics(runs: Iterable[Run]) -> list[str]:
+  """The :data:`EXTRA_METRICS` keys any of ``runs`` logged (older runs have none)."""
+  runs = list(runs)
+  return [k for k in EXTRA_METRICS if any(math.isfinite(number(r.final.get(k))) for r in runs)]
 
 
 def concept_values(runs: Iterable[Run], modality: str) -> list[float]:
@@ -357,11 +376,14 @@ def concept_values(runs: Iterable[Run], modality: str) -> list[float]:
   return list(seen.values())
 
 
-def reported_cells(row: Mapping, modalities: Sequence[str], concept: bool = False) -> list:
-  """A CSV row's Acc, Acc_m…, d_m… cells (modalities outside the CSV's a/v/t: "–")."""
+def reported_cells(row: Mapping, modalities: Sequence[str], concept: bool = False,
+                   extra: Sequence[str] = ()) -> list:
+  """A CSV row's Acc, ``extra`` (F1 from the ``f1`` column…), Acc_m…, d_m… cells (modalities
+  outside the CSV's a/v/t: "–")."""
   def col(prefix, m):
     return fmt_reported(row.get(f"{prefix}_{PAPER_COLUMN[m]}")) if m in PAPER_COLUMN else DASH
   return ([DASH if concept else fmt_reported(row.get("acc"))]
+          + [DASH if concept else fmt_reported(row.get(EXTRA_METRICS[k][1])) for k in extra]
           + [col("acc", m) for m in modalities] + [col("d", m) for m in modalities])
 
 
@@ -382,8 +404,9 @@ def dataset_section(dataset: str, runs: Sequence[Run], ref: Sequence[Mapping]) -
   """The heading, d-form note and table of one dataset."""
   mods = union_modalities(runs)
   short = short_names(mods)
-  header = (["Method", "Fusion", "Seeds", "Acc"] + [f"Acc_{short[m]}" for m in mods]
-            + [f"d_{short[m]}" for m in mods])
+  extra = extra_metrics(runs)
+  header = (["Method", "Fusion", "Seeds", "Acc"] + [EXTRA_METRICS[k][0] for k in extra]
+            + [f"Acc_{short[m]}" for m in mods] + [f"d_{short[m]}" for m in mods])
   forms = sorted({r.whitened for r in runs})
   groups = group_runs(runs)
   rows = []
@@ -393,23 +416,59 @@ def dataset_section(dataset: str, runs: Sequence[Run], ref: Sequence[Mapping]) -
     if any(concepts):
       seeds = ", ".join(sorted({"?" if r.seed is None else str(r.seed) for r in in_fusion
                                 if any(f"concept_acc/{m}" in r.summary for m in mods)}))
-      rows.append(["concept", fusion, seeds, DASH]
+      rows.append(["concept", fusion, seeds, DASH] + [DASH] * len(extra)
                   + [fmt_stat(v) for v in concepts] + [DASH] * len(mods))
       rows += [[f"↳ reported: {r['source']}", r["fusion"], DASH]
-               + reported_cells(r, mods, concept=True)
+               + reported_cells(r, mods, concept=True, extra=extra)
                for r in reported_rows(ref, dataset, fusion, "concept")]
     keys = sorted((k for k in groups if k[1] == fusion), key=lambda k: (method_rank(k[2]), k[3]))
     for key in keys:
       label = key[2] + (" [whitened d]" if key[3] and len(forms) > 1 else "")
-      rows.append([label, fusion, seeds_text(groups[key])] + measured_cells(groups[key], mods))
-      rows += [[f"↳ reported: {r['source']}", r["fusion"], DASH] + reported_cells(r, mods)
+      rows.append([label, fusion, seeds_text(groups[key])]
+                  + measured_cells(groups[key], mods, extra))
+      rows += [[f"↳ reported: {r['source']}", r["fusion"], DASH]
+               + reported_cells(r, mods, extra=extra)
                for r in reported_rows(ref, dataset, fusion, key[2])]
   ds = paper_dataset(dataset)
   title = f"## {dataset}" + (f" ({ds})" if ds != dataset else "")
   form = "; ".join(D_FORMS[w] for w in forms)
   intro = (f"Final test metrics, mean ± std over seeds (n = seeds with the value). Acc in %, "
            f"d^m (competition strength, lower = weaker competition) as a fraction: {form}.")
-  return "\n\n".join([title, intro, markdown_table(header, rows)])
+  if extra:
+    intro += (" F1: macro-F1; mAP: macro average precision of the softmax scores (classes "
+              "absent from the test split skipped); both in %.")
+  parts = [title, intro, markdown_table(header, rows)]
+  missing = missing_modality_section(runs)
+  return "\n\n".join(parts + ([missing] if missing else []))
+
+
+def missing_modality_section(runs: Sequence[Run]) -> str | None:
+  """The missing-modality table (the T-PAMI paper's Figure 6 as numbers): rows methods,
+  columns the test accuracy of every non-empty modality subset with the others zero-padded
+  (``subset_acc/<subset>``), then BalanceBenchmark's Shapley accuracy per modality and the
+  strongest-weakest gap (``shapley_acc/<m>``, ``imbalance_gap``), mean ± std over seeds, in
+  %. None when no run logged subset accuracies."""
+  mods = union_modalities(runs)
+  if len(mods) < 2:
+    return None
+  subsets = metrics_lib.subset_names(mods)[1:]
+  keys = ([f"subset_acc/{n}" for n in subsets] + [f"shapley_acc/{m}" for m in mods]
+          + ["imbalance_gap"])
+  if not any(math.isfinite(number(r.final.get(k))) for r in runs for k in keys[:len(subsets)]):
+    return None
+  short = short_names(mods)
+  header = (["Method", "Fusion", "Seeds"] + ["+".join(short[m] for m in n.split("+"))
+                                             for n in subsets]
+            + [f"φacc_{short[m]}" for m in mods] + ["gap"])
+  rows = [[group_label(key, runs), key[1], seeds_text(members)]
+          + [fmt_stat([number(r.final.get(k)) for r in members]) for k in keys]
+          for key, members in ordered_groups(runs)]
+  intro = ("### Missing modalities\n\nFinal test accuracy (%) of the trained model with only "
+           "the named modalities present (the others zero-padded, as in training); the full "
+           "set is Acc. φacc_m: BalanceBenchmark's Shapley value of modality m in the accuracy "
+           "game (empty set included, so they sum to Acc minus the all-padded accuracy); gap: "
+           "strongest minus weakest φacc.")
+  return intro + "\n\n" + markdown_table(header, rows)
 
 
 def group_notes(runs: Sequence[Run]) -> list[str]:
@@ -650,6 +709,69 @@ def plot_kappa(dataset: str, runs: Sequence[Run], out: str) -> str | None:
   return path
 
 
+FEATURES_FILE = "features_test.npz"   # written by agm_jax.train.loop at the end of a run
+TSNE_MAX_ROWS = 1500                   # rows embedded per panel (t-SNE is quadratic)
+
+
+def read_features(run: Run, max_rows: int = TSNE_MAX_ROWS):
+  """``(z, labels)`` of a run's test-split features, at most ``max_rows`` rows (seed 0);
+  None when the run has no readable features file."""
+  path = os.path.join(run.path, FEATURES_FILE)
+  try:
+    with np.load(path) as f:
+      z, labels = np.asarray(f["z"], np.float64), np.asarray(f["labels"]).reshape(-1)
+  except (OSError, KeyError, ValueError):
+    return None
+  if z.ndim != 2 or len(z) != len(labels) or len(z) < 5:
+    return None
+  if len(z) > max_rows:
+    rows = np.sort(np.random.default_rng(0).choice(len(z), max_rows, replace=False))
+    z, labels = z[rows], labels[rows]
+  return z, labels
+
+
+def plot_tsne(dataset: str, runs: Sequence[Run], out: str) -> str | None:
+  """t-SNE (scikit-learn's ``TSNE``, PCA initialisation, seed 0) of the penultimate features
+  of the test split, coloured by class: one panel per method and fusion (its first seed with
+  a features file). None when no run saved features."""
+  from sklearn.manifold import TSNE  # noqa: PLC0415 - slow import, only when plotting
+  panels = []
+  for key, members in ordered_groups(runs):
+    for r in sorted(members, key=lambda r: str(r.seed)):
+      feats = read_features(r)
+      if feats is not None:
+        panels.append((f"{group_label(key, runs)}, seed {r.seed}", feats))
+        break
+  if not panels:
+    return None
+  plt = pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
+  for ax, (title, (z, labels)) in zip(axes.flat, panels):
+    emb = TSNE(n_components=2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca",
+               random_state=0).fit_transform(z)
+    classes = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, c in enumerate(classes):
+      pts = emb[labels == c]
+      ax.scatter(pts[:, 0], pts[:, 1], s=5, color=cmap(i % cmap.N), label=str(c), alpha=0.8,
+                 linewidths=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  if len(labels) <= 20:
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 10), frameon=False,
+               title="class", fontsize=8, title_fontsize=8, markerscale=2,
+               bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_size_inches()[1]))
+  fig.suptitle(f"{dataset}: t-SNE of the test features before the last layer", fontsize=11,
+               y=1 - 0.05 / fig.get_size_inches()[1], va="top")
+  fixed_layout(fig, top_in=1.0)
+  path = os.path.join(out, f"{safe_name(dataset)}_tsne.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def make_plots(runs: Sequence[Run], out: str) -> list[str]:
   """Every plot for every dataset; returns the written paths."""
   paths = []
@@ -658,6 +780,7 @@ def make_plots(runs: Sequence[Run], out: str) -> list[str]:
     paths.append(plot_curves(dataset, ds_runs, out))
     paths += [plot_joint_vs_agm(dataset, f, j, a, out) for f, j, a in joint_agm_pairs(ds_runs)]
     paths.append(plot_kappa(dataset, ds_runs, out))
+    paths.append(plot_tsne(dataset, ds_runs, out))
   return [p for p in paths if p]
 
 

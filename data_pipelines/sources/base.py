@@ -3,7 +3,10 @@
 The trainer only ever sees this interface, never a dataset's name:
 
 * ``modalities``: ordered tuple of modality names (the order fixes the Shapley bit order).
-* ``num_classes``: labels are int32 in ``0 .. num_classes-1``.
+* ``num_classes``: labels are int32 in ``0 .. num_classes-1``, one per example or, for a
+  per-position task, one per position (AVE's segment task: ``(B, 10)``). ``num_classes == 1``
+  declares a regression task: the labels are float32 scores (CMU-MOSEI sentiment in [-3, 3])
+  and the model has one output unit (:func:`is_regression`).
 * ``spec``: ``{key: (shape_without_batch, dtype)}`` for every array in a batch except "label";
   modality keys plus optional companions such as ``"<modality>_lengths"`` (passed through
   unmasked by the subset machinery).
@@ -50,9 +53,16 @@ def cfg(data_config, key: str, default):
   return default if value is None else value
 
 
+def is_regression(dataset) -> bool:
+  """Whether ``dataset``'s labels are real-valued scores (a regression task): it declares one
+  output, ``num_classes == 1`` (one class would be no classification task)."""
+  return int(dataset.num_classes) == 1
+
+
 @dataclasses.dataclass
 class ArrayDataset:
-  """An in-memory dataset: ``arrays[split] = {key: array (N, ...), "label": (N,)}``."""
+  """An in-memory dataset: ``arrays[split] = {key: array (N, ...), "label": (N,)}``; the labels
+  are integer classes, or float scores with ``num_classes=1`` (:func:`is_regression`)."""
 
   name: str
   modalities: tuple[str, ...]
@@ -65,6 +75,12 @@ class ArrayDataset:
     if "val" not in splits and "dep" in splits:
       splits["val"] = splits["dep"]
     self.arrays = splits
+    for split, data in splits.items():
+      score = np.issubdtype(np.asarray(data["label"]).dtype, np.floating)
+      if score != is_regression(self):
+        raise ValueError(f"{split} labels are {np.asarray(data['label']).dtype}: float scores "
+                         f"go with num_classes=1 (regression), integer classes with "
+                         f"num_classes > 1; got num_classes={self.num_classes}")
 
   @property
   def spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
