@@ -51,11 +51,17 @@ def get_config():
           maxout_input_bn=False, maxout_bn=False, maxout_dropout=0.0, film_condition="",
           mmtm_stages=(1, 2, 3), mmtm_ratio=4.0, mmtm_gate_scale=1.0, mlp_hidden=(256,),
           bias_split="equal"),
-      dtype="float32", init="flax"))  # init: "flax", "pytorch", "released" (models/init.py)
+      dtype="float32", init="flax",  # init: "flax", "pytorch", "released" (models/init.py)
+      # fusion "psp" / "tbje" (the AGM paper's Table 4 models, models/psp.py, models/tbje.py):
+      # their options; the defaults are the released AGM code's AVE and MOSEI settings.
+      psp=dict(threshold=0.099, avps_weight=100.0, hidden=128, dropout=0.1,
+               attention_hidden=512),
+      tbje=dict(embed_dim=300, width=512, num_layers=6, num_heads=4, ff=1024, dropout=0.1)))
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=1e-2, momentum=0.9, weight_decay=1e-4,
       schedule="step", decay_epochs=(15,), decay_rate=0.1, grad_clip=0.0,
+      adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8,   # name "adam" only (optax/PyTorch defaults)
       # The released AGM code's clip: when an entry of the fusion output layer's weight
       # gradient leaves [-threshold, threshold], clip the global norm to max_norm; for the
       # methods listed (comma-separated; "*": every multimodal method; threshold 0: off).

@@ -125,12 +125,17 @@ class EvalOutput(NamedTuple):
   mono_correct: jax.Array  # (k, B)
   z: jax.Array            # (B, D) the feature before the last classifier layer
   logits: jax.Array       # (B, K)
+  # (2**k, B) whether the model with only subset s present (the others zero-padded) is
+  # right, in agm_jax.shapley's bit-mask order; None for a method that does not run them.
+  subset_correct: jax.Array | None = None
 
 
 def train_metrics(loss, logits, mono_ce, mono_acc, labels, modalities) -> dict[str, jax.Array]:
   """The train-line scalars every method logs: the training loss, the accuracy of the training
-  logits, and each modality's mono-modal accuracy and cross-entropy (``(k,)`` arrays)."""
-  out = {"loss": loss, "acc": (jnp.argmax(logits, -1) == labels).mean()}
+  logits, and each modality's mono-modal accuracy and cross-entropy (``(k,)`` arrays). For a
+  regression task (float score labels) ``acc`` is Acc-2 (``shapley.example_correct``) and
+  ``mono_ce/<m>`` the mono-modal L1."""
+  out = {"loss": loss, "acc": shapley.example_correct(logits, labels).mean()}
   for i, m in enumerate(modalities):
     out[f"acc/{m}"] = mono_acc[i]
     out[f"mono_ce/{m}"] = mono_ce[i]
@@ -179,9 +184,47 @@ def shapley_evaluate(ctx: Context, params, batch_stats, batch) -> EvalOutput:
   labels = batch["label"]
   phi = shapley.responses(v)
   logits = v[-1].astype(jnp.float32)
-  return EvalOutput(shapley.cross_entropy(logits, labels), jnp.argmax(logits, -1) == labels,
-                    shapley.cross_entropy(phi, labels[None]), jnp.argmax(phi, -1) == labels,
-                    fwd.z, logits)
+  return EvalOutput(shapley.example_loss(logits, labels), shapley.example_correct(logits, labels),
+                    shapley.example_loss(phi, labels[None]), shapley.example_correct(phi, labels),
+                    fwd.z, logits, shapley.example_correct(v, labels))
+
+
+def has_auxiliary_loss(model) -> bool:
+  """Whether the model has its own auxiliary objective (``auxiliary_loss``, e.g. PSP's AVPS
+  loss) that every method's gradient must include."""
+  return bool(getattr(model, "has_auxiliary_loss", False))
+
+
+def full_pass_inputs(ctx: Context, batch, rng):
+  """``(inputs, dropout_key)`` of a step's full-input pass: the batch as it is, and the key
+  ``subsets`` gives that pass (row ``2**k - 1``), so its dropout masks are the full pass's."""
+  key = subsets.pass_key(subsets.dropout_stream(rng, ctx.axis_name), 2 ** ctx.k - 1)
+  return inputs_of(batch), key
+
+
+def auxiliary_gradients(ctx: Context, params, batch_stats, inputs, dropout_key):
+  """``(loss, grads)`` of the model's auxiliary objective on ``inputs`` in train mode. The
+  trainer adds ``grads`` to the method's gradient unscaled: no modulation touches it (PSP's
+  released AVE code adds its AVPS loss outside the modulation hooks)."""
+  def loss_fn(p):
+    (loss, _), _ = subsets.apply(ctx.model, p, batch_stats, inputs, train=True,
+                                 method="auxiliary_loss", dropout_key=dropout_key)
+    return loss.astype(jnp.float32)
+  return jax.value_and_grad(loss_fn)(params)
+
+
+# The methods that train on a regression task (float score labels: ``shapley.example_loss``'s
+# L1, ``shapley.example_correct``'s Acc-2): those whose every loss goes through the Shapley
+# responses or the one model output. The others' losses (score ratios, uni-modal heads,
+# re-balancing) are defined on class probabilities.
+REGRESSION_METHODS = ("joint", "agm", "agm_1", "agm_ge", "unimodal")
+
+
+def check_task(method: str, *, regression: bool) -> None:
+  """The clear error for a method run on a regression task it does not support."""
+  if regression and method not in REGRESSION_METHODS:
+    raise ValueError(f"method {method!r} does not support a regression task (score labels); "
+                     f"methods that do: {', '.join(REGRESSION_METHODS)}")
 
 
 def check_late_fusion(model, method: str) -> None:
@@ -228,6 +271,8 @@ class Method:
   rng, active, opt_state) -> StepOutput``; ``make_tx(ctx, base) -> tx``;
   ``evaluate(ctx, params, batch_stats, batch) -> EvalOutput``;
   ``modalities(hp, fusion, data_modalities) -> (model_modalities, mono_modalities or None)``;
+  ``aux_inputs(ctx, batch, rng) -> (inputs, dropout_key)``: the inputs and key of the pass
+  whose auxiliary loss (a model with ``has_auxiliary_loss``) joins the gradient;
   ``epoch_end(ctx, state, epoch, evaluate) -> state`` after each epoch's evaluation, with
   ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
   lives in the optimiser state, which is checkpointed); with ``trains_copies`` it is called
@@ -245,6 +290,7 @@ class Method:
   logged_state: tuple[str, ...] = ()
   epoch_end: Callable[..., Any] | None = None
   trains_copies: bool = False
+  aux_inputs: Callable[..., Any] = full_pass_inputs
 
 
 class Copies(NamedTuple):

@@ -6,7 +6,9 @@ fusions it is the whole multimodal architecture with every other modality's inpu
 ``pad``: "zeros" (the released code), or "normal" (the supplement's random padding, Table 6):
 every element drawn i.i.d. from N(0, 1), fresh each training step from the step's key, and
 from one fixed key (the run's seed) at evaluation so the logits are deterministic. Late fusion
-has no absent modality to pad, so ``pad="normal"`` is an error there.
+has no absent modality to pad, so ``pad="normal"`` is an error there. Score labels (a
+regression task): the loss is the L1 of the one output and ``acc`` its Acc-2
+(``shapley.example_loss``, ``shapley.example_correct``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from agm_jax import shapley, subsets
 from agm_jax.methods.base import EvalOutput, Method, StepOutput, from_section, inputs_of
@@ -70,10 +71,10 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
 
   def loss_fn(p):
     (logits, _), stats = _logits(ctx, p, batch_stats, batch, True, rng)
-    return shapley.cross_entropy(logits, labels).mean(), (logits, stats)
+    return shapley.example_loss(logits, labels).mean(), (logits, stats)
 
   (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  acc = (jnp.argmax(logits, -1) == labels).mean()
+  acc = shapley.example_correct(logits, labels).mean()
   m = ctx.hp.modality
   return StepOutput(grads, {}, stats, {"loss": loss, "acc": acc, f"acc/{m}": acc,
                                        f"mono_ce/{m}": loss})
@@ -83,10 +84,15 @@ def evaluate(ctx, params, batch_stats, batch):
   key = jax.random.PRNGKey(ctx.seed)   # the same pads on every evaluation
   (logits, z), _ = _logits(ctx, params, batch_stats, batch, False, key)
   labels = batch["label"]
-  ce = shapley.cross_entropy(logits, labels)
-  correct = jnp.argmax(logits, -1) == labels
+  ce = shapley.example_loss(logits, labels)
+  correct = shapley.example_correct(logits, labels)
   return EvalOutput(ce, correct, ce[None], correct[None], z, logits)
 
 
+def aux_inputs(ctx, batch, rng):
+  """The padded inputs and the dropout key of this method's one pass."""
+  return _inputs(ctx, batch, rng), subsets.dropout_stream(rng, ctx.axis_name)
+
+
 METHOD = Method(name="unimodal", hparams=hparams, gradients=gradients, evaluate=evaluate,
-                modalities=modalities)
+                modalities=modalities, aux_inputs=aux_inputs)

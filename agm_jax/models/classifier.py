@@ -20,10 +20,16 @@ import jax.numpy as jnp
 from agm_jax.models import encoders as enc
 from agm_jax.models import fusion as fus
 from agm_jax.models import mmtm as mmtm_lib
+from agm_jax.models import psp as psp_lib
+from agm_jax.models import tbje as tbje_lib
 
 # Fusions inside the encoders (models/mmtm.py: ResNet-18 streams exchanging MMTM gates).
 STREAM_FUSIONS = ("mmtm",)
-FUSIONS = (*fus.HEADS, "input_early", *STREAM_FUSIONS)
+# Whole published architectures with their own fusion (the AGM paper's Table 4): PSP on AVE
+# (models/psp.py), TBJE on CMU-MOSEI (models/tbje.py); options in ``model.psp`` /
+# ``model.tbje``, encoders unused.
+ARCHITECTURES = ("psp", "tbje")
+FUSIONS = (*fus.HEADS, "input_early", *STREAM_FUSIONS, *ARCHITECTURES)
 ENCODERS = ("resnet18", "transformer", "mlp")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -307,12 +313,64 @@ def _mmtm_model(model_config, modalities, shapes, num_classes: int, dtype, bn_ax
                                  gate_scale=float(opts["mmtm_gate_scale"]))
 
 
+# Each architecture's options (``model.psp`` / ``model.tbje``) and their defaults: the released
+# AGM code's (``utils/config.py`` ``AVE_Config``, ``MOSEI_Config``; ``model/AVE_net.py``).
+ARCHITECTURE_OPTIONS = {
+    "psp": dict(threshold=0.099, avps_weight=100.0, hidden=128, dropout=0.1,
+                attention_hidden=512),
+    "tbje": dict(embed_dim=300, width=512, num_layers=6, num_heads=4, ff=1024, dropout=0.1),
+}
+
+
+def _architecture(model_config, fusion: str, modalities, shapes, num_classes: int, dtype,
+                  vocab_sizes: Mapping[str, int]):
+  """PSP or TBJE from ``model.<fusion>`` (missing keys take the released defaults)."""
+  section = _plain(model_config.get(fusion, None)) or {}
+  valid = ARCHITECTURE_OPTIONS[fusion]
+  unknown = sorted(set(section) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown model.{fusion} key {unknown[0]!r}; valid: {', '.join(valid)}")
+  opts = {**valid, **section}
+  if len(modalities) != 2:
+    raise ValueError(f"{fusion} takes exactly 2 modalities "
+                     f"({'audio, visual' if fusion == 'psp' else 'text, audio'}); got "
+                     f"{', '.join(modalities)}")
+  if fusion == "psp":
+    a, v = (shapes[m] for m in modalities)
+    if len(a) != 2 or len(v) != 4:
+      raise ValueError(f"psp takes audio (T, F) and visual (T, H, W, C) per example (AVE with "
+                       f"data.visual_pool='none'); got {modalities[0]} {a}, {modalities[1]} {v}")
+    if a[0] != v[0]:
+      raise ValueError(f"psp needs the same number of segments in both modalities; got {a[0]} "
+                       f"and {v[0]}")
+    return psp_lib.PSP(tuple(modalities), num_classes, hidden=int(opts["hidden"]),
+                       threshold=float(opts["threshold"]), dropout=float(opts["dropout"]),
+                       avps_weight=float(opts["avps_weight"]),
+                       attention_hidden=int(opts["attention_hidden"]), dtype=dtype)
+  text, audio = modalities
+  if len(shapes[text]) != 1 or len(shapes[audio]) != 2:
+    raise ValueError(f"tbje takes text (L,) token ids and audio (S, F) per example; got "
+                     f"{text} {shapes[text]}, {audio} {shapes[audio]}")
+  if text not in vocab_sizes:
+    raise ValueError(f"tbje needs the vocabulary size of {text!r}: the data source gives none "
+                     f"(a tokenised text dataset such as mosei_tbje provides it)")
+  if int(opts["width"]) % int(opts["num_heads"]):
+    raise ValueError(f"model.tbje.width {opts['width']} is not divisible by num_heads "
+                     f"{opts['num_heads']}")
+  return tbje_lib.TBJE(tuple(modalities), num_classes, int(vocab_sizes[text]),
+                       embed_dim=int(opts["embed_dim"]), width=int(opts["width"]),
+                       num_layers=int(opts["num_layers"]), num_heads=int(opts["num_heads"]),
+                       ff=int(opts["ff"]), dropout=float(opts["dropout"]), dtype=dtype)
+
+
 def build_model(model_config, modalities: Sequence[str], num_classes: int,
-                spec: Mapping[str, Any], bn_axis_name: str | None = None) -> nn.Module:
+                spec: Mapping[str, Any], bn_axis_name: str | None = None,
+                vocab_sizes: Mapping[str, int] | None = None) -> nn.Module:
   """The classifier a ``c.model`` ConfigDict describes (see ``configs/default.py``).
 
   ``spec`` is ``{key: (shape_without_batch, dtype)}``; it is checked against the encoders
-  (ranks, input_early's identical shapes). ``bn_axis_name`` goes to the ResNets' BatchNorm
+  (ranks, input_early's identical shapes). ``vocab_sizes``: ``{modality: size}`` of tokenised
+  text (TBJE's embedding). ``bn_axis_name`` goes to the ResNets' BatchNorm
   and the maxout head's.
   Raises ValueError (one line naming the valid choices) for an unknown fusion, encoder type,
   encoder key or dtype.
@@ -348,6 +406,9 @@ def build_model(model_config, modalities: Sequence[str], num_classes: int,
     return InputEarlyClassifier(modalities, encoder, int(num_classes))
   if fusion == "mmtm":
     return _mmtm_model(model_config, modalities, shapes, int(num_classes), dtype, bn_axis_name)
+  if fusion in ARCHITECTURES:
+    return _architecture(model_config, fusion, modalities, shapes, int(num_classes), dtype,
+                         dict(vocab_sizes or {}))
 
   encoders = tuple(make_encoder(_encoder_config(model_config, m), m, shapes[m], dtype=dtype,
                                 bn_axis_name=bn_axis_name) for m in modalities)

@@ -21,15 +21,17 @@ from tqdm.auto import tqdm
 
 import data_pipelines
 from agm_jax import methods, modalities, subsets
-from agm_jax.methods.base import Copies
+from agm_jax import metrics as metrics_lib
+from agm_jax.methods.base import Copies, check_task
 from agm_jax.models import build_model
 from agm_jax.models.classifier import OUTPUT_LAYER
-from agm_jax.train import guard, parallel, per_method
+from agm_jax.train import guard, lock, parallel, per_method
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
 from agm_jax.train.competition import CompetitionProbe
-from agm_jax.train.steps import make_steps
+from agm_jax.train.steps import make_steps, step_flops
 from agm_jax.train.writer import MetricWriter
+from data_pipelines.sources.base import is_regression
 
 
 def prefetch(iterator: Iterator[dict], put: Callable = jax.device_put,
@@ -57,8 +59,12 @@ def prefetch(iterator: Iterator[dict], put: Callable = jax.device_put,
 class Accumulator:
   """Keeps step metrics on device until a line is logged (one host transfer per line)."""
 
-  def __init__(self):
-    self._items: list[dict] = []
+  def __init__(self, items=()):
+    self._items: list[dict] = list(items)   # (a resumed run: the steps before its checkpoint)
+
+  def host_items(self) -> list[dict]:
+    """The accumulated steps' metrics as host floats (saved with a checkpoint between lines)."""
+    return list(self._fetch())
 
   def add(self, metrics: dict) -> None:
     self._items.append(metrics)
@@ -100,6 +106,7 @@ class Run:
     self.dataset = dataset
     self.method = methods.get(config.method)
     self.hp = methods.hparams(self.method, config)
+    check_task(config.method, regression=is_regression(self.dataset))
     data_mods = modalities.select(config.data.modalities, self.dataset.modalities)
     model_mods, mono_mods = self.method.modalities(self.hp, config.model.fusion, data_mods)
     self.modalities = tuple(model_mods)
@@ -107,7 +114,8 @@ class Run:
                                     config.eval_batch_size)
     self.axis_name = parallel.axis_name(config)
     self.model = build_model(config.model, self.modalities, self.dataset.num_classes,
-                             self.dataset.spec, bn_axis_name=self.axis_name)
+                             self.dataset.spec, bn_axis_name=self.axis_name,
+                             vocab_sizes=getattr(self.dataset, "vocab_sizes", None))
     if self.method.requires_separable and not getattr(self.model, "separable", False):
       raise ValueError(f"method {config.method!r} needs per-modality branches; fusion "
                        f"{config.model.fusion!r} has none (AGM works with any fusion)")
@@ -124,10 +132,12 @@ class Run:
     self.tx = methods.make_tx(self.method, self.ctx, base, config)
     self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
                                                  axis_name=self.axis_name)
+    self.labels: dict[str, np.ndarray] = {}   # split -> its labels, flat (set by evaluate)
 
   def init_state(self):
     return state_lib.create(self.model, self.tx, self.dataset.spec, self.modalities,
-                            self.config.seed, init=self.config.model.init)
+                            self.config.seed, init=self.config.model.init,
+                            embeddings=getattr(self.dataset, "embeddings", None))
 
   def active(self, epoch: int) -> bool:
     """Whether ``epoch`` is inside the method's modulation window (always, without one)."""
@@ -145,9 +155,10 @@ class Run:
     ``state`` is the host copy (``run.dp.host_state``); ``eval_step``: the run's by default."""
     eval_step = self.eval_step if eval_step is None else eval_step
     size = self.config.eval_batch_size
-    outputs, sizes = [], []
+    outputs, sizes, labels = [], [], []
     for batch in self.dataset.batches(split, batch_size=size):
       n = len(batch["label"])
+      labels.append(np.asarray(batch["label"]))
       if n < size:
         batch = {k: np.concatenate([v, np.repeat(v[:1], size - n, 0)]) for k, v in
                  batch.items()}
@@ -160,9 +171,26 @@ class Run:
     totals = jax.tree.map(lambda *x: float(np.sum(x)), *[o[0] for o in outputs])
     count = totals.pop("count")
     metrics = {k: v / count for k, v in totals.items()}
-    z = np.concatenate([o[1][:n] for o, n in zip(outputs, sizes)])
-    logits = np.concatenate([o[2][:n] for o, n in zip(outputs, sizes)])
-    return metrics, z, logits
+    # Rows per example: 1, or the positions of a per-position task (labels (B, T)).
+    rows = [len(o[2]) // size for o in outputs]
+    z = np.concatenate([o[1][:n * r] for o, n, r in zip(outputs, sizes, rows)])
+    logits = np.concatenate([o[2][:n * r] for o, n, r in zip(outputs, sizes, rows)])
+    self.labels[split] = np.concatenate(labels).reshape(-1)
+    return self.whole_split_metrics(metrics, logits, self.labels[split]), z, logits
+
+  def whole_split_metrics(self, metrics: dict, logits, labels) -> dict:
+    """``metrics`` (batch sums over counts) with the whole-split ones (``agm_jax.metrics``):
+    ``f1``, ``mAP`` (a regression task's float labels: ``acc2``, ``acc2_non0``, ``f1``,
+    ``f1_non0``, ``acc7``, ``mae``, ``corr``; ``metrics_lib.whole_split``), and from the subset
+    sums ``subset_acc/<subset>`` of every non-empty subset, ``shapley_acc/<m>`` and
+    ``imbalance_gap``."""
+    metrics = dict(metrics)
+    names = metrics_lib.subset_names(self.modalities) if len(self.modalities) > 1 else []
+    if names and f"subset_acc/{names[0]}" in metrics:
+      subset_acc = [metrics.pop(f"subset_acc/{n}") for n in names]
+      metrics.update(metrics_lib.subset_metrics(subset_acc, self.modalities))
+    metrics.update(metrics_lib.whole_split(logits, labels))
+    return metrics
 
 
 def _evaluator(run, host, evals):
@@ -233,6 +261,13 @@ def train_and_evaluate(config, workdir: str, *, dataset=None,
 
 
 def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...] = ()):
+  """:func:`_fit` holding the workdir lock (``agm_jax.train.lock``): a second run on a
+  workdir in use stops with ``lock.WorkdirBusy`` before anything is loaded."""
+  with lock.hold(workdir):
+    return _fit(config, workdir, dataset=dataset, epoch_hooks=epoch_hooks)
+
+
+def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...] = ()):
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the
   ``(run, final_state, summary)``. ``epoch_hooks`` are called as
   ``hook(run, state, epoch, evals)`` after each epoch's evaluation
@@ -269,6 +304,7 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   single = run.dp.process_count == 1
   copier = _Copies(run)
   copies = Copies(copier.train, copier.evaluate, num_epochs)
+  flops, counted = None, False
 
   def preempted():
     pbar.close()
@@ -277,12 +313,14 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
             f"step {step} in {ckpt.directory}; run the same command to resume", flush=True)
     return guard.Preempted(step)
 
-  with signals:
+  with signals, pbar:   # (the bar is closed before any error is printed)
     first = num_epochs if run_finished(run.dp.host_state(state)) else step // spe
     for epoch in range(first, num_epochs):
       active = np.bool_(run.active(epoch))
-      acc, stop = Accumulator(), False
+      acc, stop = Accumulator(writer.pending(step) if epoch == first else ()), False
       for batch in prefetch(run.train_batches(epoch, step % spe), run.dp.put_batch):
+        if not counted:   # the compiled step's cost (the call below reuses the compilation)
+          flops, counted = step_flops(run.train_step, state, batch, active), True
         state, metrics = run.train_step(state, batch, active)
         acc.add(metrics)
         step += 1
@@ -294,13 +332,14 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
                 boundary and parallel.any_process(signals.requested is not None))
         end_of_epoch = step % spe == 0   # a stop there waits for the epoch's evaluation
         try:
-          if boundary or stop:
+          if boundary:
             acc.check(step)
             line = writer.write(step, epoch, "train", acc.pop_mean())
             pbar.set_postfix(_postfix(line), refresh=False)
           if (stop and not end_of_epoch) or (ckpt_every and step % ckpt_every == 0
                                               and not end_of_epoch):
             acc.check(step)
+            writer.save_pending(step, acc.host_items())   # this line's steps so far
             ckpt.save(step, run.dp.checkpoint_state(state))
         except guard.NonFiniteError as e:
           writer.write(e.step, epoch, "train", e.metrics)
@@ -335,6 +374,9 @@ def fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...]
   ckpt.close()
   writer.close()
   summary = summarize(workdir, history, time.time() - t_start, step)
+  summary["train_step_flops"] = flops
+  if primary and history:
+    save_features(os.path.join(workdir, FEATURES_FILE), evals["test"][1], run.labels["test"])
   for hook in hooks:
     summary.update(getattr(hook, "summary", {}))
   if primary:
@@ -363,5 +405,29 @@ def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> di
   last = max(tests)
   best = max(vals, key=lambda e: (vals[e].get("acc") or 0.0, -e)) if vals else last
   strip = lambda d: {k: v for k, v in d.items() if k not in ("split",)}  # noqa: E731
-  return {"final": strip(tests[last]), "best": strip(tests[best]), "best_epoch": best,
+  # Selection is on validation only: "best_val" (and its older aliases "best", "best_epoch")
+  # is the epoch of best val accuracy, with that epoch's val and test lines.
+  return {"final": strip(tests[last]), "final_val": strip(vals.get(last, {})),
+          "best_val": {"epoch": best, "val": strip(vals.get(best, {})),
+                       "test": strip(tests.get(best, {}))},
+          "best": strip(tests[best]), "best_epoch": best,
           "steps": step, "wall_s": round(wall_s, 2)}
+
+
+FEATURES_FILE = "features_test.npz"
+FEATURES_MAX_ROWS = 3000
+
+
+def save_features(path: str, z, labels, max_rows: int = FEATURES_MAX_ROWS) -> bool:
+  """Writes the test split's penultimate features ``z`` and flat ``labels`` (for the report's
+  t-SNE figure), at most ``max_rows`` rows drawn without replacement (seed 0, in split
+  order). False, writing nothing, when their row counts differ."""
+  z, labels = np.asarray(z), np.asarray(labels).reshape(-1)
+  if z.ndim != 2 or len(z) != len(labels):
+    logging.warning("features not saved: z %s and labels %s rows differ", z.shape, labels.shape)
+    return False
+  rows = np.arange(len(z))
+  if len(z) > max_rows:
+    rows = np.sort(np.random.default_rng(0).choice(len(z), max_rows, replace=False))
+  np.savez_compressed(path, z=z[rows].astype(np.float32), labels=labels[rows])
+  return True

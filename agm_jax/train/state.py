@@ -77,7 +77,9 @@ def base_optimizer(opt_config, steps_per_epoch: int, num_epochs: int, *, method:
   elif name == "adam":
     if wd:
       parts.append(optax.add_decayed_weights(wd))
-    parts.append(optax.adam(schedule))
+    parts.append(optax.adam(schedule, b1=float(opt_config.get("adam_b1", 0.9)),
+                            b2=float(opt_config.get("adam_b2", 0.999)),
+                            eps=float(opt_config.get("adam_eps", 1e-8))))
   elif name == "adamw":
     parts.append(optax.adamw(schedule, weight_decay=wd))
   else:
@@ -109,9 +111,35 @@ def distinct_buffers(tree):
                       tree)
 
 
-def create(model, tx, spec, modalities, seed: int, init: str = "flax") -> TrainState:
+def set_embeddings(model, params, embeddings) -> Any:
+  """``params`` with each token embedding replaced by the data's matrix (e.g. GloVe rows):
+  ``embeddings`` ``{modality: (V, D) array}``, placed at ``model.embedding_paths[modality]``.
+  ValueError if the model has no embedding for a modality or the shapes differ."""
+  if not embeddings:
+    return params
+  paths = dict(getattr(model, "embedding_paths", {}))
+  params = flax.core.unfreeze(params)
+  for m, matrix in embeddings.items():
+    if m not in paths:
+      raise ValueError(f"the data provide word embeddings for {m!r} but the model has no token "
+                       f"embedding for it (TBJE has one)")
+    *parents, leaf = paths[m]
+    node = params
+    for name in parents:
+      node = node[name]
+    matrix = jnp.asarray(matrix, node[leaf].dtype)
+    if matrix.shape != node[leaf].shape:
+      raise ValueError(f"{m!r} embeddings have shape {tuple(matrix.shape)}; the model's "
+                       f"embedding is {tuple(node[leaf].shape)} (vocabulary x embedding width)")
+    node[leaf] = matrix
+  return params
+
+
+def create(model, tx, spec, modalities, seed: int, init: str = "flax",
+           embeddings=None) -> TrainState:
   """The initial state. ``init`` (config ``model.init``): the parameters' scheme, applied
-  right after ``model.init`` (``agm_jax.models.init.reinit``; "flax" changes nothing)."""
+  right after ``model.init`` (``agm_jax.models.init.reinit``; "flax" changes nothing);
+  ``embeddings``: the data's word vectors (:func:`set_embeddings`), placed last."""
   init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
   variables = jax.jit(lambda r, x: model.init(r, x, False))(
       init_rng, example_inputs(spec, modalities))
@@ -119,6 +147,7 @@ def create(model, tx, spec, modalities, seed: int, init: str = "flax") -> TrainS
   if init_lib.check_scheme(init) != "flax":
     reinit_rng = jax.random.fold_in(jax.random.PRNGKey(seed), REINIT_SALT)
     params = init_lib.reinit(params, reinit_rng, init)
+  params = set_embeddings(model, params, embeddings)
   batch_stats = variables.get("batch_stats", {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=distinct_buffers(tx.init(params)), rng=rng)

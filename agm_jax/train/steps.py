@@ -7,6 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agm_jax import metrics as metrics_lib
+from agm_jax.methods import base as method_base
+
 
 def state_metrics(opt_state, names, modalities) -> dict[str, jax.Array]:
   """Per-modality fields of the optimiser state (e.g. AGM's kappa) as ``name/<m>``."""
@@ -25,16 +28,44 @@ def _pmean_updates(updates, axis_name):
   return jax.lax.pmean(updates, axis_name)
 
 
+def flatten_positions(batch, weight=None):
+  """A per-position task (labels ``(B, T)``, e.g. AVE's ten segments, with a model whose
+  logits are ``(B·T, K)``): the labels flattened to ``(B·T,)`` and the eval ``weight`` repeated
+  per position, so every method and metric sees one row per position. Other batches pass
+  through unchanged."""
+  label = batch["label"]
+  if label.ndim <= 1:
+    return batch, weight
+  positions = label.size // label.shape[0]
+  batch = dict(batch, label=label.reshape(-1))
+  return batch, (None if weight is None else jnp.repeat(weight, positions))
+
+
+def _add_updates(updates, extra):
+  """``updates + extra`` for a gradient pytree or a linear ``kappa -> grads`` function."""
+  if callable(updates):
+    return lambda kappa: jax.tree.map(jnp.add, updates(kappa), extra)
+  return jax.tree.map(jnp.add, updates, extra)
+
+
 def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
-  (``axis_name``) gradients and metrics are averaged over the devices."""
+  (``axis_name``) gradients and metrics are averaged over the devices. A model's own auxiliary
+  loss (``methods.base.has_auxiliary_loss``) adds its gradient to the method's, unmodulated."""
   rng, step_rng = jax.random.split(state.rng)
+  batch, _ = flatten_positions(batch)
   out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
                          state.opt_state)
-  grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
+  updates, extra_metrics = out.updates, {}
+  if method_base.has_auxiliary_loss(ctx.model):
+    inputs, key = method.aux_inputs(ctx, batch, step_rng)
+    aux, aux_grads = method_base.auxiliary_gradients(ctx, state.params, state.batch_stats,
+                                                     inputs, key)
+    updates, extra_metrics = _add_updates(updates, aux_grads), {"aux_loss": aux}
+  grads = updates if axis_name is None else _pmean_updates(updates, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(out.metrics)
+  metrics = dict(out.metrics, **extra_metrics)
   metrics["grad_norm"] = optax.tree.norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
   clipped = optax.tree_utils.tree_get(opt_state, "clipped")
@@ -49,13 +80,31 @@ def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
 
 def eval_step(state, batch, weight, *, ctx, method):
   """Weighted sums of one eval batch (``weight`` masks padding) and its features ``z``."""
+  batch, weight = flatten_positions(batch, weight)
   out = method.evaluate(ctx, state.params, state.batch_stats, batch)
   w = weight.astype(jnp.float32)
   sums = {"count": w.sum(), "loss": (out.loss * w).sum(), "acc": (out.correct * w).sum()}
   for i, m in enumerate(ctx.mono):
     sums[f"acc/{m}"] = (out.mono_correct[i] * w).sum()
     sums[f"mono_ce/{m}"] = (out.mono_ce[i] * w).sum()
+  if out.subset_correct is not None:   # every subset, the empty one as "subset_acc/"
+    for name, correct in zip(metrics_lib.subset_names(ctx.modalities), out.subset_correct):
+      sums[f"subset_acc/{name}"] = (correct * w).sum()
   return sums, out.z, out.logits
+
+
+def step_flops(step, *args) -> float | None:
+  """FLOPs of one call of a jitted or pmapped ``step`` on ``args`` (arrays or
+  ``jax.ShapeDtypeStruct``s), from XLA's cost analysis of the compiled computation
+  (``step.lower(*args).compile().cost_analysis()``: a dict, or a list of one dict per
+  computation in older JAX). It counts one device's program: under ``pmap``, or a sharded
+  ``jit`` over several devices, multiply by the device count for the whole step. None when
+  the backend reports no count."""
+  cost = step.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops is not None and flops >= 0 else None
 
 
 def make_steps(ctx, method, tx, *, axis_name=None):
