@@ -228,15 +228,21 @@ def subset_vjp(subsets_fn: Callable[[Any], Any], params: Any, *, has_aux: bool =
   to V's) and returns the parameter gradient of ``sum(cotangent * V)`` in one VJP. Every
   method whose loss is a function of the subset logits (AGM's Shapley cotangent, G-Blending's
   weighted heads, Greedy's re-balancing loss) differentiates through this one helper.
+
+  ``subsets_fn`` may instead return ``(V, extra_loss)`` (a scalar, e.g. a model's own auxiliary
+  loss on the full pass): every pullback then also carries ``extra_loss``'s gradient, once and
+  unscaled, from the same VJP.
   """
   if has_aux:
-    v, vjp_fn, aux = jax.vjp(subsets_fn, params, has_aux=True)
+    out, vjp_fn, aux = jax.vjp(subsets_fn, params, has_aux=True)
   else:
-    (v, vjp_fn), aux = jax.vjp(subsets_fn, params), None
+    (out, vjp_fn), aux = jax.vjp(subsets_fn, params), None
+  v, extra = out if isinstance(out, tuple) else (out, None)
   check_num_modalities(int(round(math.log2(v.shape[0]))))
 
   def pullback(cotangent: jax.Array):
-    return vjp_fn(jnp.asarray(cotangent).astype(v.dtype))[0]
+    cotangent = jnp.asarray(cotangent).astype(v.dtype)
+    return vjp_fn(cotangent if extra is None else (cotangent, jnp.ones_like(extra)))[0]
 
   return v, pullback, aux
 

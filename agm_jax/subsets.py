@@ -77,6 +77,13 @@ class Settings:
 class Forward(NamedTuple):
   z: jax.Array            # (B, D) feature before the last classifier layer, full input
   batch_stats: Any        # running statistics after the full-input pass
+  aux_loss: Any = None    # the model's own auxiliary loss on the train-mode full pass, if any
+
+
+def has_auxiliary_loss(model) -> bool:
+  """Whether ``model`` has its own auxiliary objective (``with_auxiliary_loss(inputs, train)
+  -> ((logits, z), loss)``, e.g. PSP's AVPS loss), computed on the train-mode full pass."""
+  return bool(getattr(model, "has_auxiliary_loss", False))
 
 
 def _variables(params, batch_stats):
@@ -84,8 +91,10 @@ def _variables(params, batch_stats):
 
 
 def stochastic(model) -> bool:
-  """Whether ``model``'s train-mode passes draw dropout masks (its ``stochastic`` flag)."""
-  return bool(getattr(model, "stochastic", False))
+  """Whether ``model``'s train-mode passes draw dropout masks: its ``stochastic`` flag, or
+  else a positive ``dropout`` rate of its own (a whole architecture such as PSP or TBJE)."""
+  flag = getattr(model, "stochastic", None)
+  return bool(getattr(model, "dropout", 0)) if flag is None else bool(flag)
 
 
 def dropout_stream(key: jax.Array | None, axis_name: str | None = None) -> jax.Array | None:
@@ -152,13 +161,15 @@ def subset_forward(model, params, batch_stats, inputs: Mapping[str, Any],
   if train and stochastic(model) and dropout_key is None:
     raise ValueError("this model has dropout: a train-mode subset_forward needs key= or "
                      "dropout_key=")
-  v_full, v_masked, z, stats = run(model, params, batch_stats, inputs, modalities, masks,
+  if fast and has_auxiliary_loss(model):
+    raise ValueError("a model with its own auxiliary loss runs on the generic subset path")
+  v_full, v_masked, z, stats, aux = run(model, params, batch_stats, inputs, modalities, masks,
                                    train=train, masked_train=masked_train, pad=pad, key=key,
                                    dropout_key=dropout_key)
   if not grad_masked:
     v_masked = jax.lax.stop_gradient(v_masked)
   v = jnp.concatenate([v_masked, v_full[None]], 0)
-  return v, Forward(z, stats)
+  return v, Forward(z, stats, aux)
 
 
 def _masked_keys(dropout_key, n: int, masked_train: bool):
@@ -178,8 +189,14 @@ def _vmap_masked(one, masks, keys):
 def _generic(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train,
              pad, key, dropout_key=None):
   n = len(masks)
-  (v_full, z), stats = apply(model, params, batch_stats, dict(inputs), train=train,
-                             update=True, dropout_key=pass_key(dropout_key, n - 1))
+  aux = None
+  if train and has_auxiliary_loss(model):   # the same pass gives the model's own loss
+    ((v_full, z), aux), stats = apply(model, params, batch_stats, dict(inputs), train=True,
+                                      method="with_auxiliary_loss", update=True,
+                                      dropout_key=pass_key(dropout_key, n - 1))
+  else:
+    (v_full, z), stats = apply(model, params, batch_stats, dict(inputs), train=train,
+                               update=True, dropout_key=pass_key(dropout_key, n - 1))
   pads = shapley.pads_for(inputs, modalities, pad, key)
 
   def one(mask, row_key):
@@ -189,7 +206,8 @@ def _generic(model, params, batch_stats, inputs, modalities, masks, *, train, ma
     (logits, _), _ = apply(model, params, stats, x, train=masked_train, dropout_key=row_key)
     return logits
 
-  return v_full, _vmap_masked(one, masks, _masked_keys(dropout_key, n, masked_train)), z, stats
+  v_masked = _vmap_masked(one, masks, _masked_keys(dropout_key, n, masked_train))
+  return v_full, v_masked, z, stats, aux
 
 
 def encode_each(model, params, stats, inputs, modalities, *, train, dropout_key=None):
@@ -255,4 +273,4 @@ def _fast(model, params, batch_stats, inputs, modalities, masks, *, train, maske
   v_masked = masked_logits(model, params, stats, inputs, feats, modalities, train=train,
                            masked_train=masked_train, pad=pad, key=key,
                            dropout_key=dropout_key)
-  return v_full, v_masked, z, stats
+  return v_full, v_masked, z, stats, None

@@ -2,13 +2,15 @@
 positive-sample selection and AVPS loss by hand, masks with padded text, masked passes equal to
 zeroing an input by hand, the auxiliary loss in the train step, per-position labels."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from agm_jax import subsets
+from agm_jax import shapley, subsets
 from agm_jax.methods import base as method_base
 from agm_jax.models import build_model, psp, tbje
 from agm_jax.train import loop, steps
@@ -183,19 +185,35 @@ def test_flatten_positions():
 
 
 def test_auxiliary_gradients_join_the_method_gradient(psp_model):
-  """The auxiliary loss is the model's, on the full pass's inputs and dropout key; its gradient
-  is added to a gradient pytree or to a linear ``kappa -> grads`` function alike."""
+  """The AVPS loss is computed in the methods' own full pass (its dropout key) and its gradient
+  rides along in the one backward pass, once and unmodulated: ``backward(κ = 0)`` is the AVPS
+  gradient alone, ``backward(1)`` the gradient of cross-entropy + AVPS."""
   model, params, x = psp_model
   ctx = method_base.Context(model, model.modalities, method_base.NoHParams())
-  batch = dict(x, label=jnp.zeros((B * T,), jnp.int32))
-  inputs, key = method_base.full_pass_inputs(ctx, batch, jax.random.PRNGKey(7))
-  assert set(inputs) == set(x)
-  np.testing.assert_array_equal(
-      key, subsets.pass_key(subsets.dropout_stream(jax.random.PRNGKey(7)), 3))
-  grads = {"w": jnp.arange(3.0)}
-  doubled = steps._add_updates(lambda kappa: jax.tree.map(lambda g: kappa[0] * g, grads), grads)
-  np.testing.assert_allclose(doubled(jnp.array([2.0, 1.0]))["w"], 3 * grads["w"])
-  np.testing.assert_allclose(steps._add_updates(grads, grads)["w"], 2 * grads["w"])
+  labels = jnp.arange(B * T, dtype=jnp.int32) % 7
+  batch = dict(x, label=labels)
+  rng = jax.random.PRNGKey(7)
+  key = subsets.pass_key(subsets.dropout_stream(rng), 3)   # the full pass: row 2**k - 1
+
+  @jax.jit
+  def both(p):
+    fwd, backward = method_base.shapley_step(ctx, p, {}, batch, rng, grad_masked=True)
+    return fwd.aux.aux_loss, backward(jnp.zeros(2)), backward(jnp.ones(2))
+
+  @jax.jit
+  def direct(p):
+    def parts(p):
+      (logits, _), aux = model.apply({"params": p}, x, True, rngs={"dropout": key},
+                                     method="with_auxiliary_loss")
+      return aux, aux + shapley.cross_entropy(logits, labels).mean()
+    return jax.grad(lambda p: parts(p)[0])(p), jax.grad(lambda p: parts(p)[1])(p)
+
+  aux, at_zero, at_one = both(params)
+  g_aux, g_total = direct(params)
+  assert float(aux) > 0
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
+  jax.tree.map(close, at_zero, g_aux)
+  jax.tree.map(close, at_one, g_total)
 
 
 def _model_config(fusion, **section):

@@ -24,6 +24,7 @@ from agm_jax.methods.base import (
   Method,
   StepOutput,
   Window,
+  aux_metrics,
   from_section,
   shapley_step,
   train_metrics,
@@ -62,6 +63,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=True)
   metrics = train_metrics(fwd.loss, fwd.logits, fwd.mono_ce, fwd.mono_acc, batch["label"],
                           ctx.modalities)
+  metrics.update(aux_metrics(fwd.aux))
   return StepOutput(backward, {"mono_ce": fwd.mono_ce, "active": active}, fwd.aux.batch_stats,
                     metrics)
 

@@ -155,13 +155,20 @@ def inputs_of(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 def subsets_fn(ctx: Context, batch_stats, batch, rng, *, grad_masked: bool = True
                ) -> Callable[[Any], Any]:
-  """``params -> (V, subsets.Forward)``: the 2**k passes under the run's subset settings
-  (``rng`` draws the noise pads and, through ``subsets.dropout_stream``, the dropout masks)."""
+  """``params -> (V, subsets.Forward)`` (``((V, aux_loss), Forward)`` for a model with its
+  own auxiliary loss): the 2**k passes under the run's subset settings (``rng`` draws the noise
+  pads and, through ``subsets.dropout_stream``, the dropout masks)."""
   dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
-  return lambda p: subsets.subset_forward(
-      ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities, subset_bn=ctx.subsets.bn,
-      pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast,
-      dropout_key=dropout_key)
+
+  def fn(p):
+    v, fwd = subsets.subset_forward(
+        ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities, subset_bn=ctx.subsets.bn,
+        pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast,
+        dropout_key=dropout_key)
+    # A model's own auxiliary loss joins the differentiated output: its gradient rides along
+    # in every pullback (``shapley.subset_vjp``), unmodulated.
+    return ((v, fwd.aux_loss) if fwd.aux_loss is not None else v), fwd
+  return fn
 
 
 def subset_step(ctx: Context, params, batch_stats, batch, rng):
@@ -189,28 +196,9 @@ def shapley_evaluate(ctx: Context, params, batch_stats, batch) -> EvalOutput:
                     fwd.z, logits, shapley.example_correct(v, labels))
 
 
-def has_auxiliary_loss(model) -> bool:
-  """Whether the model has its own auxiliary objective (``auxiliary_loss``, e.g. PSP's AVPS
-  loss) that every method's gradient must include."""
-  return bool(getattr(model, "has_auxiliary_loss", False))
-
-
-def full_pass_inputs(ctx: Context, batch, rng):
-  """``(inputs, dropout_key)`` of a step's full-input pass: the batch as it is, and the key
-  ``subsets`` gives that pass (row ``2**k - 1``), so its dropout masks are the full pass's."""
-  key = subsets.pass_key(subsets.dropout_stream(rng, ctx.axis_name), 2 ** ctx.k - 1)
-  return inputs_of(batch), key
-
-
-def auxiliary_gradients(ctx: Context, params, batch_stats, inputs, dropout_key):
-  """``(loss, grads)`` of the model's auxiliary objective on ``inputs`` in train mode. The
-  trainer adds ``grads`` to the method's gradient unscaled: no modulation touches it (PSP's
-  released AVE code adds its AVPS loss outside the modulation hooks)."""
-  def loss_fn(p):
-    (loss, _), _ = subsets.apply(ctx.model, p, batch_stats, inputs, train=True,
-                                 method="auxiliary_loss", dropout_key=dropout_key)
-    return loss.astype(jnp.float32)
-  return jax.value_and_grad(loss_fn)(params)
+def aux_metrics(fwd: subsets.Forward) -> dict[str, jax.Array]:
+  """``{"aux_loss": …}`` when the model has its own auxiliary loss (PSP's AVPS loss), else {}."""
+  return {} if fwd.aux_loss is None else {"aux_loss": fwd.aux_loss}
 
 
 # The methods that train on a regression task (float score labels: ``shapley.example_loss``'s
@@ -271,8 +259,6 @@ class Method:
   rng, active, opt_state) -> StepOutput``; ``make_tx(ctx, base) -> tx``;
   ``evaluate(ctx, params, batch_stats, batch) -> EvalOutput``;
   ``modalities(hp, fusion, data_modalities) -> (model_modalities, mono_modalities or None)``;
-  ``aux_inputs(ctx, batch, rng) -> (inputs, dropout_key)``: the inputs and key of the pass
-  whose auxiliary loss (a model with ``has_auxiliary_loss``) joins the gradient;
   ``epoch_end(ctx, state, epoch, evaluate) -> state`` after each epoch's evaluation, with
   ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
   lives in the optimiser state, which is checkpointed); with ``trains_copies`` it is called
@@ -290,7 +276,6 @@ class Method:
   logged_state: tuple[str, ...] = ()
   epoch_end: Callable[..., Any] | None = None
   trains_copies: bool = False
-  aux_inputs: Callable[..., Any] = full_pass_inputs
 
 
 class Copies(NamedTuple):

@@ -50,6 +50,7 @@ from agm_jax.methods.base import (
   EvalOutput,
   Method,
   StepOutput,
+  aux_metrics,
   from_section,
   inputs_of,
   shapley_metrics,
@@ -127,6 +128,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
     return pullback(cotangent(jnp.asarray(w, jnp.float32)))
 
   metrics = shapley_metrics(jax.lax.stop_gradient(v), loss, logits, labels, ctx.modalities)
+  metrics.update(aux_metrics(aux))
   return StepOutput(backward, {}, aux.batch_stats, metrics)
 
 

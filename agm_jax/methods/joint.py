@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from agm_jax.methods.base import Method, StepOutput, shapley_step, train_metrics
+from agm_jax.methods.base import Method, StepOutput, aux_metrics, shapley_step, train_metrics
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
@@ -20,6 +20,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   grads = backward(jnp.ones((ctx.k,), jnp.float32))
   metrics = train_metrics(fwd.loss, fwd.logits, fwd.mono_ce, fwd.mono_acc, batch["label"],
                           ctx.modalities)
+  metrics.update(aux_metrics(fwd.aux))
   return StepOutput(grads, {}, fwd.aux.batch_stats, metrics)
 
 

@@ -60,9 +60,18 @@ def _inputs(ctx, batch, key):
 
 
 def _logits(ctx, params, batch_stats, batch, train, key):
+  """``((logits, z), new_stats, aux_loss)``; ``aux_loss`` is the model's own auxiliary loss
+  of this train-mode pass (PSP's AVPS loss), None for a model without one or in eval mode."""
   dropout_key = subsets.dropout_stream(key, ctx.axis_name) if train else None
-  return subsets.apply(ctx.model, params, batch_stats, _inputs(ctx, batch, key), train=train,
-                       update=True, dropout_key=dropout_key)
+  x = _inputs(ctx, batch, key)
+  if train and subsets.has_auxiliary_loss(ctx.model):
+    (out, aux), stats = subsets.apply(ctx.model, params, batch_stats, x, train=True,
+                                      method="with_auxiliary_loss", update=True,
+                                      dropout_key=dropout_key)
+    return out, stats, aux
+  out, stats = subsets.apply(ctx.model, params, batch_stats, x, train=train, update=True,
+                             dropout_key=dropout_key)
+  return out, stats, None
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
@@ -70,29 +79,27 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   labels = batch["label"]
 
   def loss_fn(p):
-    (logits, _), stats = _logits(ctx, p, batch_stats, batch, True, rng)
-    return shapley.example_loss(logits, labels).mean(), (logits, stats)
+    (logits, _), stats, aux = _logits(ctx, p, batch_stats, batch, True, rng)
+    loss = shapley.example_loss(logits, labels).mean()
+    return loss + (0.0 if aux is None else aux), (loss, logits, stats, aux)
 
-  (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (_, (loss, logits, stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   acc = shapley.example_correct(logits, labels).mean()
   m = ctx.hp.modality
-  return StepOutput(grads, {}, stats, {"loss": loss, "acc": acc, f"acc/{m}": acc,
-                                       f"mono_ce/{m}": loss})
+  metrics = {"loss": loss, "acc": acc, f"acc/{m}": acc, f"mono_ce/{m}": loss}
+  if aux is not None:
+    metrics["aux_loss"] = aux
+  return StepOutput(grads, {}, stats, metrics)
 
 
 def evaluate(ctx, params, batch_stats, batch):
   key = jax.random.PRNGKey(ctx.seed)   # the same pads on every evaluation
-  (logits, z), _ = _logits(ctx, params, batch_stats, batch, False, key)
+  (logits, z), _, _ = _logits(ctx, params, batch_stats, batch, False, key)
   labels = batch["label"]
   ce = shapley.example_loss(logits, labels)
   correct = shapley.example_correct(logits, labels)
   return EvalOutput(ce, correct, ce[None], correct[None], z, logits)
 
 
-def aux_inputs(ctx, batch, rng):
-  """The padded inputs and the dropout key of this method's one pass."""
-  return _inputs(ctx, batch, rng), subsets.dropout_stream(rng, ctx.axis_name)
-
-
 METHOD = Method(name="unimodal", hparams=hparams, gradients=gradients, evaluate=evaluate,
-                modalities=modalities, aux_inputs=aux_inputs)
+                modalities=modalities)

@@ -27,11 +27,13 @@ Segment outputs are flattened: ``logits`` ``(B·T, 29)`` and ``z`` ``(B·T, 64)`
 array ``(B, T)`` flattens to match (``agm_jax.train.steps``).
 
 The audio-visual pair similarity loss (AVPS, PSP §3.3) is the model's own auxiliary
-objective: :meth:`PSP.auxiliary_loss` is ``avps_weight · MSE(s / (sum_t s + 1e-8), target)``
-with ``s = relu(cos(v'_t, a'_t))`` and the target the batch's ``avps_target`` ``(B, T)``
-companion (1/n on the n segments of the video's event). Weight 100: released ``AVE_Config``
-``LAMBDA``. The trainer adds its gradient, unmodulated, to every method's (the released code
-adds it to the loss outside the modulation hooks).
+objective: :meth:`PSP.with_auxiliary_loss` returns, beside the logits,
+``avps_weight · MSE(s / (sum_t s + 1e-8), target)`` with ``s = relu(cos(v'_t, a'_t))`` and
+the target the batch's ``avps_target`` ``(B, T)`` companion (1/n on the n segments of the
+video's event). Weight 100: released ``AVE_Config`` ``LAMBDA``. The train-mode full pass of
+every method computes it (``agm_jax.subsets``) and its gradient joins the method's in the same
+backward pass, unmodulated (the released code adds it to the loss outside the modulation
+hooks).
 
 Masked subsets zero an input (the released ``pad_audio``/``pad_visual``). The modalities mix
 from step 2 on, so there is no per-modality encoder: ``separable = False`` (generic path).
@@ -152,10 +154,6 @@ class PSP(nn.Module):
 
   separable = False
 
-  @property
-  def stochastic(self) -> bool:
-    return self.dropout > 0
-
   def setup(self):
     if len(self.modalities) != 2:
       raise ValueError(f"PSP takes (audio, visual); got modalities {self.modalities}")
@@ -193,14 +191,21 @@ class PSP(nn.Module):
     logits, z, _ = self._forward(inputs, train)
     return logits, z
 
-  def auxiliary_loss(self, inputs: Mapping[str, Any], train: bool):
-    """``(avps_weight · AVPS, logits)`` of the full input (``inputs[AVPS_KEY]``: the target);
-    the logits equal ``__call__``'s under the same dropout key."""
+  def with_auxiliary_loss(self, inputs: Mapping[str, Any], train: bool):
+    """``((logits, z), avps_weight · AVPS)`` from ONE pass (``inputs[AVPS_KEY]``: the target):
+    what the train-mode full pass of every method runs (``agm_jax.subsets``)."""
     if AVPS_KEY not in inputs:
       raise ValueError(f"PSP's AVPS loss needs the batch key {AVPS_KEY!r} (AVE with "
                        "data.task='segment'); set model.psp.avps_weight=0 to train without it")
-    logits, _, similarity = self._forward(inputs, train)
-    return self.avps_weight * avps_loss(similarity, jnp.asarray(inputs[AVPS_KEY])), logits
+    logits, z, similarity = self._forward(inputs, train)
+    loss = self.avps_weight * avps_loss(similarity, jnp.asarray(inputs[AVPS_KEY]))
+    return (logits, z), loss
+
+  def auxiliary_loss(self, inputs: Mapping[str, Any], train: bool):
+    """``(avps_weight · AVPS, logits)``; the logits equal ``__call__``'s under the same
+    dropout key."""
+    (logits, _), loss = self.with_auxiliary_loss(inputs, train)
+    return loss, logits
 
   @property
   def has_auxiliary_loss(self) -> bool:

@@ -192,10 +192,6 @@ class TBJE(nn.Module):
   separable = False
 
   @property
-  def stochastic(self) -> bool:
-    return self.dropout > 0
-
-  @property
   def embedding_paths(self) -> dict[str, tuple[str, ...]]:
     """Where a modality's token embedding lives in the params (for GloVe initialisation)."""
     return {self.modalities[0]: ("embedding", "embedding")}

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import optax
 
 from agm_jax import metrics as metrics_lib
-from agm_jax.methods import base as method_base
 
 
 def state_metrics(opt_state, names, modalities) -> dict[str, jax.Array]:
@@ -41,31 +40,17 @@ def flatten_positions(batch, weight=None):
   return batch, (None if weight is None else jnp.repeat(weight, positions))
 
 
-def _add_updates(updates, extra):
-  """``updates + extra`` for a gradient pytree or a linear ``kappa -> grads`` function."""
-  if callable(updates):
-    return lambda kappa: jax.tree.map(jnp.add, updates(kappa), extra)
-  return jax.tree.map(jnp.add, updates, extra)
-
-
 def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
-  (``axis_name``) gradients and metrics are averaged over the devices. A model's own auxiliary
-  loss (``methods.base.has_auxiliary_loss``) adds its gradient to the method's, unmodulated."""
+  (``axis_name``) gradients and metrics are averaged over the devices."""
   rng, step_rng = jax.random.split(state.rng)
   batch, _ = flatten_positions(batch)
   out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
                          state.opt_state)
-  updates, extra_metrics = out.updates, {}
-  if method_base.has_auxiliary_loss(ctx.model):
-    inputs, key = method.aux_inputs(ctx, batch, step_rng)
-    aux, aux_grads = method_base.auxiliary_gradients(ctx, state.params, state.batch_stats,
-                                                     inputs, key)
-    updates, extra_metrics = _add_updates(updates, aux_grads), {"aux_loss": aux}
-  grads = updates if axis_name is None else _pmean_updates(updates, axis_name)
+  grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params, **out.tx_kwargs)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(out.metrics, **extra_metrics)
+  metrics = dict(out.metrics)
   metrics["grad_norm"] = optax.tree.norm(updates)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
   clipped = optax.tree_utils.tree_get(opt_state, "clipped")
