@@ -571,6 +571,13 @@ def epoch_axis(ax) -> None:
   ax.set_xlabel("epoch")
 
 
+def save_figure(fig, path: str) -> str:
+  """Writes ``fig`` to ``path`` (110 dpi), closes it and returns the path."""
+  fig.savefig(path, dpi=110)
+  pyplot().close(fig)
+  return path
+
+
 def fixed_layout(fig, top_in: float, hspace: float = 0.5) -> None:
   """Margins in inches (``tight_layout`` costs as much as drawing the figure); ``top_in``
   leaves room for the title and legend."""
@@ -625,10 +632,7 @@ def plot_curves(dataset: str, runs: Sequence[Run], out: str) -> str | None:
   fig.suptitle(f"{dataset}: test metrics (mean over seeds, band = min–max)", fontsize=11,
                y=1 - 0.08 / fig.get_size_inches()[1], va="top")
   fixed_layout(fig, top_in=0.85)
-  path = os.path.join(out, f"{safe_name(dataset)}_curves.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, os.path.join(out, f"{safe_name(dataset)}_curves.png"))
 
 
 def joint_agm_pairs(runs: Sequence[Run]) -> list:
@@ -676,10 +680,8 @@ def plot_joint_vs_agm(dataset: str, fusion: str, joint: Sequence[Run], agm: Sequ
     (axes[1, 1] if axes[1, 1].lines else axes[1, 0]).legend(fontsize=8, loc="best")
   fig.suptitle(f"{dataset}, {fusion} fusion: joint training vs AGM", fontsize=11)
   fixed_layout(fig, top_in=0.65, hspace=0.15)
-  path = os.path.join(out, f"{safe_name(dataset)}_{safe_name(fusion)}_joint_vs_agm.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  name = f"{safe_name(dataset)}_{safe_name(fusion)}_joint_vs_agm.png"
+  return save_figure(fig, os.path.join(out, name))
 
 
 def plot_kappa(dataset: str, runs: Sequence[Run], out: str) -> str | None:
@@ -703,10 +705,7 @@ def plot_kappa(dataset: str, runs: Sequence[Run], out: str) -> str | None:
     ax.legend(fontsize=8)
   fig.suptitle(f"{dataset}: AGM modulation coefficient kappa (train)", fontsize=11)
   fixed_layout(fig, top_in=0.5)
-  path = os.path.join(out, f"{safe_name(dataset)}_kappa.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, os.path.join(out, f"{safe_name(dataset)}_kappa.png"))
 
 
 FEATURES_FILE = "features_test.npz"   # written by agm_jax.train.loop at the end of a run
@@ -766,10 +765,7 @@ def plot_tsne(dataset: str, runs: Sequence[Run], out: str) -> str | None:
   fig.suptitle(f"{dataset}: t-SNE of the test features before the last layer", fontsize=11,
                y=1 - 0.05 / fig.get_size_inches()[1], va="top")
   fixed_layout(fig, top_in=1.0)
-  path = os.path.join(out, f"{safe_name(dataset)}_tsne.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, os.path.join(out, f"{safe_name(dataset)}_tsne.png"))
 
 
 def make_plots(runs: Sequence[Run], out: str) -> list[str]:
