@@ -90,10 +90,16 @@ def main(argv):
     sys.exit(2)
   if not parallel.is_primary():
     return
-  final = summary.get("final", {})
-  print("final test: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()
-                                   if isinstance(v, float)))
-  print(f"wrote {workdir}/metrics.jsonl, summary.json, checkpoints/")
+  per_seed = summary.get("seeds") or {"": summary}   # num_seeds > 1: one line per seed
+  for seed, seed_summary in per_seed.items():
+    final = seed_summary.get("final", {})
+    print(f"final test{f' (seed {seed})' if seed else ''}: " + "  ".join(
+        f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float)))
+  if "seeds" in summary:
+    print(f"wrote {workdir}/summary.json, checkpoints/ and per seed "
+          f"seed_{{{','.join(per_seed)}}}/metrics.jsonl, summary.json")
+  else:
+    print(f"wrote {workdir}/metrics.jsonl, summary.json, checkpoints/")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.method = "agm"
   c.seed = 0
+  # Seeds seed … seed+num_seeds-1 trained together as one vmapped program, one shared data
+  # order (agm_jax/train/seeds.py); each seed's lines and summary in <workdir>/seed_<s>/.
+  c.num_seeds = 1
   c.num_epochs = 20
   c.batch_size = 64
   c.eval_batch_size = 256

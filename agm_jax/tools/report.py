@@ -44,6 +44,7 @@ import numpy as np
 
 from agm_jax import metrics as metrics_lib
 from agm_jax import modalities as modality_lists
+from agm_jax.train.writer import seed_dirs
 
 REFERENCE_CSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "reference",
@@ -204,6 +205,15 @@ def modalities_of(config_mods: Sequence[str], final: Mapping) -> tuple[str, ...]
       if m not in seen:
         seen.append(m)
   return tuple(seen)
+
+
+def expand_workdirs(workdirs: Iterable[str]) -> list[str]:
+  """Each multi-seed workdir (``config.num_seeds`` > 1) replaced by its per-seed directories,
+  which read like separate runs of one seed each (``agm_jax.train.seeds``)."""
+  out = []
+  for w in workdirs:
+    out += seed_dirs(w) or [w]
+  return out
 
 
 def load_run(path: str) -> Run:
@@ -816,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point; returns the exit code (2 for bad input, with a one-line message)."""
   args = parse_args(argv)
   try:
-    runs = [load_run(w) for w in args.workdirs]
+    runs = [load_run(w) for w in expand_workdirs(args.workdirs)]
     ref = load_reference(args.reference)
     out = args.out or default_out(args.workdirs)
     os.makedirs(out, exist_ok=True)

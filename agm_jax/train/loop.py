@@ -26,11 +26,12 @@ from agm_jax.methods.base import Copies, check_task
 from agm_jax.models import build_model
 from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import guard, lock, parallel, per_method
+from agm_jax.train import seeds as seeds_lib
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
 from agm_jax.train.competition import CompetitionProbe
 from agm_jax.train.steps import make_steps, step_flops
-from agm_jax.train.writer import MetricWriter
+from agm_jax.train.writer import MetricWriter, seed_dir
 from data_pipelines.sources.base import is_regression
 
 
@@ -133,10 +134,31 @@ class Run:
     self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
                                                  axis_name=self.axis_name)
     self.labels: dict[str, np.ndarray] = {}   # split -> its labels, flat (set by evaluate)
+    self.base_tx = base
+    # config.num_seeds > 1: the seeds' states stacked, one vmapped step (train/seeds.py); the
+    # unvmapped steps above still serve per-seed work (epoch-end rules, the probe's dep pass).
+    self.seeds = seeds_lib.seeds_of(config)
+    self.stacked = len(self.seeds) > 1
+    if self.stacked:
+      (self.train_step_seeds, self.train_step_masked,
+       self.eval_step_seeds) = seeds_lib.make_seed_steps(self.ctx, self.method, self.tx)
+
+  def seed_ctx(self, seed: int) -> methods.Context:
+    """The step context of one seed (its ``seed``: the optimiser state's noise keys)."""
+    return dataclasses.replace(self.ctx, seed=int(seed))
 
   def init_state(self):
-    return state_lib.create(self.model, self.tx, self.dataset.spec, self.modalities,
-                            self.config.seed, init=self.config.model.init,
+    """The initial state: of ``config.seed``, or the seeds' states stacked (``num_seeds``)."""
+    if not self.stacked:
+      return self.init_seed(self.config.seed)
+    return seeds_lib.stack([self.init_seed(s) for s in self.seeds])
+
+  def init_seed(self, seed: int):
+    """Seed ``seed``'s initial state, as a single run of that seed builds it."""
+    tx = self.tx if seed == self.config.seed else methods.make_tx(
+        self.method, self.seed_ctx(seed), self.base_tx, self.config)
+    return state_lib.create(self.model, tx, self.dataset.spec, self.modalities, seed,
+                            init=self.config.model.init,
                             embeddings=getattr(self.dataset, "embeddings", None))
 
   def active(self, epoch: int) -> bool:
@@ -153,7 +175,17 @@ class Run:
   def evaluate(self, state, split: str, eval_step=None):
     """``(metrics, z, logits)`` over a whole split; the last batch is padded (no retrace).
     ``state`` is the host copy (``run.dp.host_state``); ``eval_step``: the run's by default."""
-    eval_step = self.eval_step if eval_step is None else eval_step
+    outputs, sizes = self._eval_outputs(state, split, eval_step or self.eval_step)
+    return self._eval_result(split, outputs, sizes)
+
+  def evaluate_seeds(self, state, split: str) -> list:
+    """:meth:`evaluate` of every seed of a stacked state, in one vmapped pass per batch."""
+    outputs, sizes = self._eval_outputs(state, split, self.eval_step_seeds)
+    return [self._eval_result(split, per_seed, sizes)
+            for per_seed in seeds_lib.split_outputs(outputs, len(self.seeds))]
+
+  def _eval_outputs(self, state, split: str, eval_step):
+    """The eval step's host outputs over ``split`` and each batch's real size."""
     size = self.config.eval_batch_size
     outputs, sizes, labels = [], [], []
     for batch in self.dataset.batches(split, batch_size=size):
@@ -167,7 +199,11 @@ class Run:
       weight = batch.pop("_weight")
       outputs.append(eval_step(state, batch, weight))
       sizes.append(n)
-    outputs = self.dp.fetch(outputs)
+    self.labels[split] = np.concatenate(labels).reshape(-1)
+    return self.dp.fetch(outputs), sizes
+
+  def _eval_result(self, split: str, outputs, sizes):
+    size = self.config.eval_batch_size
     totals = jax.tree.map(lambda *x: float(np.sum(x)), *[o[0] for o in outputs])
     count = totals.pop("count")
     metrics = {k: v / count for k, v in totals.items()}
@@ -175,7 +211,6 @@ class Run:
     rows = [len(o[2]) // size for o in outputs]
     z = np.concatenate([o[1][:n * r] for o, n, r in zip(outputs, sizes, rows)])
     logits = np.concatenate([o[2][:n * r] for o, n, r in zip(outputs, sizes, rows)])
-    self.labels[split] = np.concatenate(labels).reshape(-1)
     return self.whole_split_metrics(metrics, logits, self.labels[split]), z, logits
 
   def whole_split_metrics(self, metrics: dict, logits, labels) -> dict:
@@ -272,18 +307,28 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   ``(run, final_state, summary)``. ``epoch_hooks`` are called as
   ``hook(run, state, epoch, evals)`` after each epoch's evaluation
   (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to add to the
-  test line; a hook's ``summary`` dict attribute is merged into the summary."""
+  test line; a hook's ``summary`` dict attribute is merged into the summary. With
+  ``config.num_seeds > 1`` the seeds train as one vmapped program (``train/seeds.py``): every
+  hook, epoch-end rule and line is per seed, on that seed's slice of the state."""
   t_start = time.time()
   config = per_method.resolve(config)
   os.makedirs(workdir, exist_ok=True)
   run = Run(config, dataset=dataset)
-  hooks = list(epoch_hooks)
+  seeds, stacked = run.seeds, run.stacked
+  n = len(seeds)
+  configs = [seeds_lib.seed_config(config, s) for s in seeds] if stacked else [config]
+  hooks = [list(epoch_hooks) for _ in seeds]
   if config.competition.enabled and config.method != "unimodal":
-    hooks.insert(0, CompetitionProbe(config, run, fit=fit))
+    for c, seed_hooks in zip(configs, hooks):
+      seed_hooks.insert(0, CompetitionProbe(c, run, fit=fit))
+  dirs = [seed_dir(workdir, s) for s in seeds] if stacked else [workdir]
   primary = parallel.is_primary()
   if primary:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    if stacked:
+      for s, d in zip(seeds, dirs):
+        seeds_lib.write_seed_config(config, s, d)
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   state, restored = ckpt.restore(run.dp.replicate(run.init_state()))
@@ -292,12 +337,14 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
     logging.info("resumed from %s at step %d", ckpt.directory, restored)
     if primary:
       print(f"Resuming from checkpoint at step {restored} in {ckpt.directory}", flush=True)
-  writer = MetricWriter(workdir, enabled=primary, resume_step=restored or 0)
+  writers = [MetricWriter(d, enabled=primary, resume_step=restored or 0,
+                          fields={"seed": s} if stacked else None)
+             for s, d in zip(seeds, dirs)]
 
   spe, num_epochs = run.steps_per_epoch, config.num_epochs
-  step = int(jax.device_get(run.dp.host_state(state).step))
+  step = int(jax.device_get(run.dp.host_state(state).step).reshape(-1)[0])
   log_every, ckpt_every = config.log_every_steps, config.checkpoint_every_steps
-  history = []
+  history: list[list[dict]] = [[] for _ in seeds]
   pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
               disable=not primary, dynamic_ncols=True)
   signals = guard.SignalCheckpoint()
@@ -305,6 +352,10 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   copier = _Copies(run)
   copies = Copies(copier.train, copier.evaluate, num_epochs)
   flops, counted = None, False
+  host = run.dp.host_state(state)
+  hosts = seeds_lib.unstack(host, n) if stacked else [host]
+  live = [not run_finished(h) for h in hosts]
+  evals: list[dict] = [{} for _ in seeds]
 
   def preempted():
     pbar.close()
@@ -313,15 +364,53 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
             f"step {step} in {ckpt.directory}; run the same command to resume", flush=True)
     return guard.Preempted(step)
 
+  def train_step(state, batch, active):
+    if not stacked:
+      return run.train_step(state, batch, active)
+    if all(live):
+      return run.train_step_seeds(state, batch, active)
+    return run.train_step_masked(state, batch, active, np.asarray(live))
+
+  def check(accs, epoch):
+    """Raises NonFiniteError (its line written) if a live seed's accumulated steps have a
+    non-finite metric."""
+    for i, (a, w) in enumerate(zip(accs, writers)):
+      if not live[i]:
+        continue
+      try:
+        a.check(step)
+      except guard.NonFiniteError as e:
+        w.write(e.step, epoch, "train", e.metrics)
+        pbar.close()
+        if stacked:
+          print(f"seed {seeds[i]}: non-finite metrics; the seeds share one program, so the "
+                "run stops", flush=True)
+        raise
+
+  def write_lines(accs, epoch):
+    """One train line per live seed from its accumulated steps; the first such line."""
+    check(accs, epoch)
+    first_line = None
+    for i, (a, w) in enumerate(zip(accs, writers)):
+      if len(a):
+        mean = a.pop_mean()   # (an ended seed's frozen steps are not logged)
+        if live[i]:
+          line = w.write(step, epoch, "train", mean)
+          first_line = first_line or line
+    return first_line
+
   with signals, pbar:   # (the bar is closed before any error is printed)
-    first = num_epochs if run_finished(run.dp.host_state(state)) else step // spe
+    first = num_epochs if not any(live) else step // spe
     for epoch in range(first, num_epochs):
       active = np.bool_(run.active(epoch))
-      acc, stop = Accumulator(writer.pending(step) if epoch == first else ()), False
+      accs = [Accumulator(w.pending(step) if epoch == first else ()) for w in writers]
+      acc = seeds_lib.StackedAccumulator(accs) if stacked else accs[0]
+      stop = False
       for batch in prefetch(run.train_batches(epoch, step % spe), run.dp.put_batch):
         if not counted:   # the compiled step's cost (the call below reuses the compilation)
-          flops, counted = step_flops(run.train_step, state, batch, active), True
-        state, metrics = run.train_step(state, batch, active)
+          step_fn = run.train_step_seeds if stacked else run.train_step
+          flops, counted = step_flops(step_fn, state, batch, active), True
+        state, metrics = train_step(state, batch, active)
         acc.add(metrics)
         step += 1
         pbar.update(1)
@@ -331,58 +420,93 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
         stop = (signals.requested is not None if single else
                 boundary and parallel.any_process(signals.requested is not None))
         end_of_epoch = step % spe == 0   # a stop there waits for the epoch's evaluation
-        try:
-          if boundary:
-            acc.check(step)
-            line = writer.write(step, epoch, "train", acc.pop_mean())
+        checkpoint_now = (stop and not end_of_epoch) or (
+            ckpt_every and step % ckpt_every == 0 and not end_of_epoch)
+        if stacked and (boundary or checkpoint_now):
+          acc.flush()
+        if boundary:
+          line = write_lines(accs, epoch)
+          if line is not None:
             pbar.set_postfix(_postfix(line), refresh=False)
-          if (stop and not end_of_epoch) or (ckpt_every and step % ckpt_every == 0
-                                              and not end_of_epoch):
-            acc.check(step)
-            writer.save_pending(step, acc.host_items())   # this line's steps so far
-            ckpt.save(step, run.dp.checkpoint_state(state))
-        except guard.NonFiniteError as e:
-          writer.write(e.step, epoch, "train", e.metrics)
-          pbar.close()
-          raise
+        if checkpoint_now:
+          check(accs, epoch)
+          for i, (a, w) in enumerate(zip(accs, writers)):
+            if live[i]:
+              w.save_pending(step, a.host_items())   # this line's steps so far
+          ckpt.save(step, run.dp.checkpoint_state(state))
         if stop and not end_of_epoch:
           raise preempted()
       host = run.dp.host_state(state)
-      evals = {split: run.evaluate(host, split) for split in ("val", "test")}
-      lines = {split: dict(evals[split][0]) for split in evals}
-      for hook in hooks:
-        lines["test"].update(hook(run, host, epoch, evals))
-      if run.method.epoch_end is not None:
-        extra = {"copies": copies} if run.method.trains_copies else {}
-        host = run.method.epoch_end(run.ctx, host, epoch, _evaluator(run, host, evals), **extra)
-        state = run.dp.put_state(host)
-      for split in ("val", "test"):
-        lines[split] = writer.write(step, epoch, split, lines[split])
-      history.append(lines)
-      if primary:
-        pbar.write(f"epoch {epoch}: val acc {lines['val']['acc']:.4f}  test acc "
-                   f"{lines['test']['acc']:.4f}  " + "  ".join(
-                       f"{k} {v:.3f}" for k, v in lines["test"].items() if k.startswith("acc/")))
-      ckpt.save(step, run.dp.checkpoint_state(state))
-      if run_finished(host):
+      if stacked:
+        per_seed = {split: run.evaluate_seeds(host, split) for split in ("val", "test")}
+        evals = [{split: per_seed[split][i] for split in per_seed} for i in range(n)]
+        hosts = seeds_lib.unstack(host, n)
+      else:
+        evals = [{split: run.evaluate(host, split) for split in ("val", "test")}]
+        hosts = [host]
+      changed = False
+      for i, s in enumerate(seeds):
+        if not live[i]:
+          continue
+        lines = {split: dict(evals[i][split][0]) for split in evals[i]}
+        for hook in hooks[i]:
+          lines["test"].update(hook(run, hosts[i], epoch, evals[i]))
+        if run.method.epoch_end is not None:
+          extra = {"copies": copies} if run.method.trains_copies else {}
+          hosts[i] = run.method.epoch_end(run.seed_ctx(s), hosts[i], epoch,
+                                          _evaluator(run, hosts[i], evals[i]), **extra)
+          changed = True
+        for split in ("val", "test"):
+          lines[split] = writers[i].write(step, epoch, split, lines[split])
+        history[i].append(lines)
         if primary:
-          pbar.write(f"epoch {epoch}: the method ended the run")
+          who = f"epoch {epoch}" + (f" seed {s}" if stacked else "")
+          pbar.write(f"{who}: val acc {lines['val']['acc']:.4f}  test acc "
+                     f"{lines['test']['acc']:.4f}  " + "  ".join(
+                         f"{k} {v:.3f}" for k, v in lines["test"].items()
+                         if k.startswith("acc/")))
+        if run_finished(hosts[i]):
+          live[i] = False
+          if primary:
+            pbar.write(f"{who}: the method ended the run")
+      if changed:
+        state = run.dp.put_state(seeds_lib.stack(hosts) if stacked else hosts[0])
+      ckpt.save(step, run.dp.checkpoint_state(state))
+      if not any(live):
         break
       if stop and epoch + 1 < num_epochs:
         raise preempted()
   pbar.close()
   ckpt.close()
-  writer.close()
-  summary = summarize(workdir, history, time.time() - t_start, step)
-  summary["train_step_flops"] = flops
-  if primary and history:
-    save_features(os.path.join(workdir, FEATURES_FILE), evals["test"][1], run.labels["test"])
-  for hook in hooks:
-    summary.update(getattr(hook, "summary", {}))
+  for w in writers:
+    w.close()
+  wall_s = time.time() - t_start
+  host = run.dp.host_state(state)
+  # Each seed's own step count (an ended seed's state stopped at its last step).
+  seed_steps = [int(h.step) for h in seeds_lib.unstack(host, n)] if stacked else [step]
+  summaries = []
+  for i in range(n):
+    summary = summarize(dirs[i], history[i], wall_s, seed_steps[i])
+    summary["train_step_flops"] = flops
+    if primary and history[i]:
+      save_features(os.path.join(dirs[i], FEATURES_FILE), evals[i]["test"][1],
+                    run.labels["test"])
+    for hook in hooks[i]:
+      summary.update(getattr(hook, "summary", {}))
+    summaries.append(summary)
+  if stacked:
+    for d, summary in zip(dirs, summaries):
+      if primary:
+        with open(os.path.join(d, "summary.json"), "w") as f:
+          json.dump(summary, f, indent=2)
+    summary = {"seeds": {str(s): x for s, x in zip(seeds, summaries)}, "num_seeds": n,
+               "steps": step, "wall_s": round(wall_s, 2), "train_step_flops": flops}
+  else:
+    summary = summaries[0]
   if primary:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
-  return run, run.dp.host_state(state), summary
+  return run, host, summary
 
 
 def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> dict:

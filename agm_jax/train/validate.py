@@ -8,7 +8,7 @@ import tempfile
 from agm_jax import methods, modalities, subsets
 from agm_jax.models import FUSIONS
 from agm_jax.models.init import SCHEMES as INIT_SCHEMES
-from agm_jax.train import competition, parallel, per_method
+from agm_jax.train import competition, parallel, per_method, seeds
 
 
 class ConfigError(ValueError):
@@ -42,6 +42,10 @@ def validate_config(config) -> None:
         f"eval_batch_size must be >= 1, got {config.eval_batch_size}")
   _need(int(config.log_every_steps) >= 1, "log_every_steps must be >= 1")
   _choice(config.parallel.mode, parallel.MODES, "parallel.mode")
+  try:
+    seeds.count(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     modalities.parse(config.data.modalities)
     subsets.Settings(**config.subsets)

@@ -43,6 +43,26 @@ def truncate_after(path: str, step: int) -> None:
     raise atomic.storage_error(path, e, RESUME_ADVICE) from e
 
 
+# A multi-seed run's layout (agm_jax/train/seeds.py): one directory per seed, kept here (no
+# JAX import) for the report tool.
+def seed_dir(workdir: str, seed: int) -> str:
+  """Where seed ``seed`` of a multi-seed run in ``workdir`` writes its lines and summary."""
+  return os.path.join(workdir, f"seed_{seed}")
+
+
+def seed_dirs(workdir: str) -> list[str]:
+  """The per-seed directories of a multi-seed workdir (by its top-level summary, else by the
+  ``seed_<s>`` folders that hold a config.json), in seed order; [] for a single-seed one."""
+  found = []
+  if os.path.isdir(workdir):
+    for name in os.listdir(workdir):
+      path = os.path.join(workdir, name)
+      if (name.startswith("seed_") and name[5:].lstrip("-").isdigit()
+          and os.path.exists(os.path.join(path, "config.json"))):
+        found.append((int(name[5:]), path))
+  return [path for _, path in sorted(found)]
+
+
 PENDING_FILE = "pending_metrics.json"
 PENDING_KEEP = 4
 
@@ -59,8 +79,11 @@ def _read_pending(path: str) -> dict:
 class MetricWriter:
   """Writes metric lines; a no-op on every process but the first (``enabled=False``)."""
 
-  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None,
+               fields: Mapping[str, object] | None = None):
+    """``fields``: constant fields of every line (a multi-seed run's ``seed``)."""
     self.enabled = enabled
+    self.fields = dict(fields or {})
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if not enabled:
@@ -74,7 +97,7 @@ class MetricWriter:
       self._tb = None
 
   def write(self, step: int, epoch: int, split: str, metrics: Mapping[str, float]) -> dict:
-    line = {"step": int(step), "epoch": int(epoch), "split": split}
+    line = {"step": int(step), "epoch": int(epoch), "split": split, **self.fields}
     line.update({k: _clean(v) for k, v in metrics.items()})
     if not self.enabled:
       return line
