@@ -33,6 +33,11 @@ def get_config():
   # Seeds seed … seed+num_seeds-1 trained together as one vmapped program, one shared data
   # order (agm_jax/train/seeds.py); each seed's lines and summary in <workdir>/seed_<s>/.
   c.num_seeds = 1
+  # The statistic a paper reports, logged beside the final and best-on-val numbers: "" (none),
+  # "max_test_acc" / "max_val_acc" (the highest accuracy over epochs on that split, as
+  # paper_max_<split>_acc on its lines and "paper" in summary.json); configs/paper.py sets it
+  # per dataset as the released AGM code reports it.
+  c.paper_statistic = ""
   c.num_epochs = 20
   c.batch_size = 64
   c.eval_batch_size = 256

@@ -410,13 +410,35 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join(lines)
 
 
+# summary.json's "paper" statistic (config.paper_statistic) -> its column and what it is.
+PAPER_STATISTICS = {
+    "paper_max_test_acc": ("Max test Acc", "the highest test accuracy over all epochs"),
+    "paper_max_val_acc": ("Max val Acc", "the highest validation accuracy over all epochs")}
+
+
+def paper_statistic(runs: Iterable[Run]) -> str | None:
+  """The name of the paper's statistic the runs logged (``summary["paper"]["name"]``), if
+  they logged exactly one kind."""
+  names = {r.summary.get("paper", {}).get("name") for r in runs} - {None}
+  return names.pop() if len(names) == 1 and next(iter(names)) in PAPER_STATISTICS else None
+
+
+def paper_cell(runs: Sequence[Run]) -> str:
+  return fmt_stat([number(r.summary.get("paper", {}).get("value")) for r in runs], 100, 2)
+
+
 def dataset_section(dataset: str, runs: Sequence[Run], ref: Sequence[Mapping]) -> str:
-  """The heading, d-form note and table of one dataset."""
+  """The heading, d-form note and table of one dataset. When the runs logged the paper's
+  statistic (``config.paper_statistic``) a column shows it, and the reported rows put the
+  paper's accuracy in that column, the one it compares with."""
   mods = union_modalities(runs)
   short = short_names(mods)
   extra = extra_metrics(runs)
+  stat = paper_statistic(runs)
   header = (["Method", "Fusion", "Seeds", "Acc"] + [EXTRA_METRICS[k][0] for k in extra]
-            + [f"Acc_{short[m]}" for m in mods] + [f"d_{short[m]}" for m in mods])
+            + [f"Acc_{short[m]}" for m in mods] + [f"d_{short[m]}" for m in mods]
+            + ([PAPER_STATISTICS[stat][0]] if stat else []))
+  tail = (lambda cell: [cell]) if stat else (lambda cell: [])  # noqa: E731
   forms = sorted({r.whitened for r in runs})
   groups = group_runs(runs)
   rows = []
@@ -427,23 +449,31 @@ def dataset_section(dataset: str, runs: Sequence[Run], ref: Sequence[Mapping]) -
       seeds = ", ".join(sorted({"?" if r.seed is None else str(r.seed) for r in in_fusion
                                 if any(f"concept_acc/{m}" in r.summary for m in mods)}))
       rows.append(["concept", fusion, seeds, DASH] + [DASH] * len(extra)
-                  + [fmt_stat(v) for v in concepts] + [DASH] * len(mods))
+                  + [fmt_stat(v) for v in concepts] + [DASH] * len(mods) + tail(DASH))
       rows += [[f"↳ reported: {r['source']}", r["fusion"], DASH]
-               + reported_cells(r, mods, concept=True, extra=extra)
+               + reported_cells(r, mods, concept=True, extra=extra) + tail(DASH)
                for r in reported_rows(ref, dataset, fusion, "concept")]
     keys = sorted((k for k in groups if k[1] == fusion), key=lambda k: (method_rank(k[2]), k[3]))
     for key in keys:
       label = key[2] + (" [whitened d]" if key[3] and len(forms) > 1 else "")
       rows.append([label, fusion, seeds_text(groups[key])]
-                  + measured_cells(groups[key], mods, extra))
-      rows += [[f"↳ reported: {r['source']}", r["fusion"], DASH]
-               + reported_cells(r, mods, extra=extra)
-               for r in reported_rows(ref, dataset, fusion, key[2])]
+                  + measured_cells(groups[key], mods, extra) + tail(paper_cell(groups[key])))
+      for r in reported_rows(ref, dataset, fusion, key[2]):
+        cells = reported_cells(r, mods, extra=extra)
+        if stat:   # the paper's accuracy is its statistic: shown in that column only
+          cells, moved = [DASH] + cells[1:], cells[0]
+        rows.append([f"↳ reported: {r['source']}", r["fusion"], DASH] + cells
+                    + tail(moved if stat else DASH))
   ds = paper_dataset(dataset)
   title = f"## {dataset}" + (f" ({ds})" if ds != dataset else "")
   form = "; ".join(D_FORMS[w] for w in forms)
   intro = (f"Final test metrics, mean ± std over seeds (n = seeds with the value). Acc in %, "
            f"d^m (competition strength, lower = weaker competition) as a fraction: {form}.")
+  if stat:
+    intro += (f" {PAPER_STATISTICS[stat][0]}: {PAPER_STATISTICS[stat][1]}, the statistic the "
+              "paper reports for this dataset (as its released code computes it); the reported "
+              "rows' accuracy is in that column, the one to compare it with. Acc stays the "
+              "final epoch's (best-on-validation numbers are in each summary.json).")
   if extra:
     intro += (" F1: macro-F1; mAP: macro average precision of the softmax scores (classes "
               "absent from the test split skipped); both in %.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -340,6 +341,8 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   writers = [MetricWriter(d, enabled=primary, resume_step=restored or 0,
                           fields={"seed": s} if stacked else None)
              for s, d in zip(seeds, dirs)]
+  paper = paper_statistic(config)   # the running maximum the paper reports, per seed
+  paper_best = [running_max(d, paper) for d in dirs]
 
   spe, num_epochs = run.steps_per_epoch, config.num_epochs
   step = int(jax.device_get(run.dp.host_state(state).step).reshape(-1)[0])
@@ -456,6 +459,9 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
           hosts[i] = run.method.epoch_end(run.seed_ctx(s), hosts[i], epoch,
                                           _evaluator(run, hosts[i], evals[i]), **extra)
           changed = True
+        if paper is not None and lines[paper[0]].get("acc") is not None:
+          paper_best[i] = max(paper_best[i], lines[paper[0]]["acc"])
+          lines[paper[0]][paper[1]] = paper_best[i]
         for split in ("val", "test"):
           lines[split] = writers[i].write(step, epoch, split, lines[split])
         history[i].append(lines)
@@ -486,7 +492,7 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   seed_steps = [int(h.step) for h in seeds_lib.unstack(host, n)] if stacked else [step]
   summaries = []
   for i in range(n):
-    summary = summarize(dirs[i], history[i], wall_s, seed_steps[i])
+    summary = summarize(dirs[i], history[i], wall_s, seed_steps[i], paper)
     summary["train_step_flops"] = flops
     if primary and history[i]:
       save_features(os.path.join(dirs[i], FEATURES_FILE), evals[i]["test"][1],
@@ -509,9 +515,24 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   return run, host, summary
 
 
-def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> dict:
-  """Final and best (by validation accuracy) test metrics; on resume, the lines logged before
-  the restart are read back from metrics.jsonl."""
+# config.paper_statistic -> (the split whose accuracy it maximises over epochs, its line key).
+# The released AGM code reports, per dataset, the best accuracy over all epochs on one split
+# (configs/paper.py sets which); agm-jax's headline stays the final and the best-on-val test.
+PAPER_STATISTICS = {"": None, "max_test_acc": ("test", "paper_max_test_acc"),
+                    "max_val_acc": ("val", "paper_max_val_acc")}
+
+
+def paper_statistic(config) -> tuple[str, str] | None:
+  """``(split, key)`` of ``config.paper_statistic`` (None: off); ValueError names the valid."""
+  name = config.get("paper_statistic", "")
+  if name not in PAPER_STATISTICS:
+    raise ValueError(f"unknown paper_statistic {name!r}; valid: "
+                     f"{', '.join(repr(k) for k in PAPER_STATISTICS)}")
+  return PAPER_STATISTICS[name]
+
+
+def eval_lines(workdir: str) -> tuple[dict, dict]:
+  """``(test, val)``: the eval lines in ``workdir/metrics.jsonl`` by epoch ({} if none)."""
   tests, vals = {}, {}
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
@@ -522,6 +543,25 @@ def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> di
           tests[line["epoch"]] = line
         elif line["split"] == "val":
           vals[line["epoch"]] = line
+  return tests, vals
+
+
+def running_max(workdir: str, paper: tuple[str, str] | None) -> float:
+  """The largest accuracy of ``paper``'s split among the lines already in ``workdir`` (a
+  resumed run's earlier epochs); -inf when there are none."""
+  if paper is None:
+    return -math.inf
+  lines = eval_lines(workdir)[0 if paper[0] == "test" else 1]
+  return max((line["acc"] for line in lines.values() if line.get("acc") is not None),
+             default=-math.inf)
+
+
+def summarize(workdir: str, history: list[dict], wall_s: float, step: int,
+              paper: tuple[str, str] | None = None) -> dict:
+  """Final and best (by validation accuracy) test metrics, and with ``paper`` the paper's
+  statistic (``paper``: its value, epoch and split); on resume, the lines logged before the
+  restart are read back from metrics.jsonl."""
+  tests, vals = eval_lines(workdir)
   for lines in history:
     tests[lines["test"]["epoch"]], vals[lines["val"]["epoch"]] = lines["test"], lines["val"]
   if not tests:
@@ -531,11 +571,19 @@ def summarize(workdir: str, history: list[dict], wall_s: float, step: int) -> di
   strip = lambda d: {k: v for k, v in d.items() if k not in ("split",)}  # noqa: E731
   # Selection is on validation only: "best_val" (and its older aliases "best", "best_epoch")
   # is the epoch of best val accuracy, with that epoch's val and test lines.
-  return {"final": strip(tests[last]), "final_val": strip(vals.get(last, {})),
-          "best_val": {"epoch": best, "val": strip(vals.get(best, {})),
-                       "test": strip(tests.get(best, {}))},
-          "best": strip(tests[best]), "best_epoch": best,
-          "steps": step, "wall_s": round(wall_s, 2)}
+  summary = {"final": strip(tests[last]), "final_val": strip(vals.get(last, {})),
+             "best_val": {"epoch": best, "val": strip(vals.get(best, {})),
+                          "test": strip(tests.get(best, {}))},
+             "best": strip(tests[best]), "best_epoch": best,
+             "steps": step, "wall_s": round(wall_s, 2)}
+  if paper is not None:
+    split, key = paper
+    lines = tests if split == "test" else vals
+    scored = {e: line["acc"] for e, line in lines.items() if line.get("acc") is not None}
+    if scored:
+      epoch = max(scored, key=lambda e: (scored[e], -e))   # the first epoch of the maximum
+      summary["paper"] = {"name": key, "value": scored[epoch], "epoch": epoch, "split": split}
+  return summary
 
 
 FEATURES_FILE = "features_test.npz"

@@ -8,7 +8,7 @@ import tempfile
 from agm_jax import methods, modalities, subsets
 from agm_jax.models import FUSIONS
 from agm_jax.models.init import SCHEMES as INIT_SCHEMES
-from agm_jax.train import competition, parallel, per_method, seeds
+from agm_jax.train import competition, loop, parallel, per_method, seeds
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,7 @@ def validate_config(config) -> None:
   _choice(config.parallel.mode, parallel.MODES, "parallel.mode")
   try:
     seeds.count(config)
+    loop.paper_statistic(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   try:
