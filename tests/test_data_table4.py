@@ -222,3 +222,29 @@ def test_mosei_tbje_synthetic_batches():
   text_only = data_pipelines.load(data_config("mosei_tbje", synthetic=True, modalities="text"))
   assert set(text_only.spec) == {"text", "text_lengths"}
   assert next(text_only.batches("test", batch_size=2))["text"].shape == (2, 60)
+
+
+RELEASED_TOKENIZER = """
+import en_vectors_web_lg   # never imported by the reader
+def clean(w):
+    return w
+TRAIN_SET = ['vidB[0]', 'vidA[0]', 'ghost[0]']
+VALID_SET = ['v1']
+TEST_SET  = ['t2']
+PRIVATE_SET = ['p1']
+"""
+
+
+def test_released_key_lists_read_and_applied(tmp_path, capsys):
+  from data_pipelines.builders.mosei_tbje import keys  # noqa: PLC0415 - the module under test
+  lists = keys.released_key_lists(RELEASED_TOKENIZER)
+  assert lists == {"train": ["vidB[0]", "vidA[0]", "ghost[0]"], "val": ["v1"], "test": ["t2"]}
+  with pytest.raises(ValueError, match="TEST_SET .the test keys. is not a list literal"):
+    keys.released_key_lists("TRAIN_SET = []\nVALID_SET = []\n")
+  layouts.write_mosei_tbje(str(tmp_path / "raw"))
+  with open(tmp_path / "raw" / keys.KEY_LISTS_FILE, "w") as f:
+    f.write(__import__("json").dumps(lists))
+  prepare.prepare("mosei_tbje", str(tmp_path / "raw"), str(tmp_path / "tfds"), verbose=False)
+  assert "mosei_tbje/train: 2 of the 3 listed keys" in capsys.readouterr().out
+  dataset = data_pipelines.load(data_config("mosei_tbje", str(tmp_path / "tfds")))
+  assert [dataset.num_examples(s) for s in ("train", "val", "test")] == [2, 1, 1]

@@ -45,7 +45,9 @@ LAYOUT = """\
     train_sentences.p    {key: [word, …]}           (also valid_*, test_*)
     train_mels.p         {key: (T, 80) mel frames}
     train_sentiment.p    {key: sentiment score in [-3, 3] (a float or a one-element array)}
-    train_emotion.p      optional (emotion labels; not read)"""
+    train_emotion.p      optional (emotion labels; not read)
+    key_lists.json       optional: the released split key lists, from your copy of the AGM
+                         code (python -m data_pipelines.builders.mosei_tbje.keys)"""
 
 
 def task(data_config) -> str:

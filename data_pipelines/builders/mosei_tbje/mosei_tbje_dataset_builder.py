@@ -9,7 +9,10 @@ keys present in all three of its sentences, mels and sentiment pickles, in sorte
 others are counted as missing and listed in ``metadata.json``); the builder prints how many it
 found per split. The released loader instead keeps hard-coded key lists (its
 ``dataloader/tokenizer.py``: 16,327 train / 1,871 valid / 4,662 test keys, the counts of
-supplement A.1) filtered by the same presence test; compare the printed counts with these.
+supplement A.1) filtered by the same presence test. With ``key_lists.json`` in the raw folder
+(``keys.py`` writes it from the user's copy of that file) each split is restricted to its list,
+as the released loader does; the builder prints how many listed keys it
+found and lists the others in ``metadata.json``.
 
 Each example: ``text`` int32 (60,) token ids and ``text_lengths`` (``builders/text.py``: the
 released ``clean`` rule, the vocabulary of the training split's examples in order of first
@@ -34,6 +37,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines.builders import text
 from data_pipelines.builders.mosei_tbje import DEFINITION, MAX_LEN, MELS, binary_label, pad_frames
+from data_pipelines.builders.mosei_tbje.keys import KEY_LISTS_FILE, read_key_lists
 
 __doc__ = __doc__.replace("{LAYOUT}", DEFINITION.layout)  # one source of truth
 from data_pipelines.builders.builder_base import RawBuilder
@@ -97,15 +101,23 @@ year={2020}}"""
 
   def _split_generators(self, dl_manager):
     root = self._root(dl_manager)
+    listed = read_key_lists(os.path.join(root, KEY_LISTS_FILE))
     data, keys, missing = {}, {}, []
     for split, stem in SPLITS.items():
       files = {k: load_pickle(os.path.join(root, f"{stem}_{k}.p")) for k in KINDS}
       common = set.intersection(*(set(f) for f in files.values()))
-      keys[split] = sorted(common, key=str)
-      missing += [f"{stem}/{k}" for k in sorted(set().union(*files.values()) - common, key=str)]
+      if listed is None:
+        keys[split] = sorted(common, key=str)
+        missing += [f"{stem}/{k}" for k in sorted(set().union(*files.values()) - common,
+                                                  key=str)]
+        print(f"mosei_tbje/{split}: {len(common)} keys in all three pickles (the released "
+              f"lists: {RELEASED_COUNTS[split]})", flush=True)
+      else:   # the released lists; a listed key absent from a pickle is dropped and counted
+        keys[split] = [k for k in listed[split] if k in common]
+        missing += [f"{stem}/{k} (listed)" for k in listed[split] if k not in common]
+        print(f"mosei_tbje/{split}: {len(keys[split])} of the {len(listed[split])} listed keys "
+              f"in all three pickles", flush=True)
       data[split] = files
-      print(f"mosei_tbje/{split}: {len(common)} keys in all three pickles (the released lists: "
-            f"{RELEASED_COUNTS[split]})", flush=True)
     if missing:
       self._missing(missing)
     sentences = {s: {k: text.tokenize(data[s]["sentences"][k]) for k in keys[s]} for s in SPLITS}
