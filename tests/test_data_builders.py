@@ -274,6 +274,12 @@ def test_urfunny_sequences_lengths_and_dropped_entries(tmp_path):
     assert not np.any(batch["text"][i, length:])
   np.testing.assert_array_equal(batch["label"], (source["labels"][:, 0] >= 1).astype(np.int32))
   assert np.all(np.isfinite(batch["audio"]))
+  # The released roles (configs/urfunny_agm.py): the probe fits on test, reporting on valid.
+  released = data_pipelines.load(data_config("urfunny", tmp_path / "tfds",
+                                             split_roles="dep=test,test=val"))
+  assert sizes(released) == {"train": 11, "val": 5, "dep": 6, "test": 5}
+  with pytest.raises(ValueError, match="data.split_roles entry 'train=test' must be ROLE=SPLIT"):
+    data_pipelines.load(data_config("urfunny", tmp_path / "tfds", split_roles="train=test"))
 
 
 def test_cmu_mosei_binary_and_seven_class_labels(tmp_path):
