@@ -43,7 +43,6 @@ from data_pipelines.sources.npz import load_npz
 from data_pipelines.sources.random_inputs import RandomDataset
 from data_pipelines.sources.synthetic import make_synthetic
 
-
 ROLES = ("val", "dep", "test")
 
 
