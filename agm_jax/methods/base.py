@@ -263,8 +263,11 @@ class Method:
   ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
   lives in the optimiser state, which is checkpointed); with ``trains_copies`` it is called
   with a further keyword ``copies`` (:class:`Copies`: train and evaluate copies of the state
-  on the run's data, e.g. G-Blending's uni-modal copies); ``logged_state``: per-modality
-  fields of the optimiser state logged as ``<field>/<m>``.
+  on the run's data, e.g. G-Blending's uni-modal copies); ``prepare(ctx, state, copies=…)
+  -> state`` once before the first step of a fresh run (never on resume: what it builds, e.g.
+  UMT's uni-modal teachers, must live in the returned state, which the loop checkpoints at
+  step 0); ``logged_state``: per-modality fields of the optimiser state logged as
+  ``<field>/<m>``.
   """
   name: str
   gradients: Callable[..., StepOutput]
@@ -276,10 +279,12 @@ class Method:
   logged_state: tuple[str, ...] = ()
   epoch_end: Callable[..., Any] | None = None
   trains_copies: bool = False
+  prepare: Callable[..., Any] | None = None
 
 
 class Copies(NamedTuple):
-  """What the trainer lends an ``epoch_end`` hook of a method with ``trains_copies``.
+  """What the trainer lends an ``epoch_end`` hook of a method with ``trains_copies`` (and every
+  ``prepare`` hook).
 
   ``train(state, gradients, epochs, *, first_epoch, fresh_optimizer=False) -> state``: a copy
   of the (host) train state trained for ``epochs`` epochs of the training data (the run's

@@ -357,6 +357,11 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   flops, counted = None, False
   host = run.dp.host_state(state)
   hosts = seeds_lib.unstack(host, n) if stacked else [host]
+  if restored is None and run.method.prepare is not None:   # e.g. UMT's teachers, once
+    hosts = [run.method.prepare(run.seed_ctx(s), h, copies=copies) for s, h in zip(seeds, hosts)]
+    host = seeds_lib.stack(hosts) if stacked else hosts[0]
+    state = run.dp.put_state(host)
+    ckpt.save(step, run.dp.checkpoint_state(state))   # a rerun resumes after it
   live = [not run_finished(h) for h in hosts]
   evals: list[dict] = [{} for _ in seeds]
 
