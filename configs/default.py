@@ -42,6 +42,9 @@ def get_config():
   c.batch_size = 64
   c.eval_batch_size = 256
   c.checkpoint_every_steps = 500
+  # False keeps each epoch's last partial training batch (PyTorch's DataLoader default, which
+  # the released AGM code uses; configs/paper.py sets it); True drops it (one batch shape).
+  c.drop_last = True
   c.log_every_steps = 50
 
   c.data = data_config("synthetic", "audio,visual",

@@ -107,6 +107,7 @@ def released_rules(c, *, early: bool, clip_threshold: float = 1.0):
   """
   c.seed = SEED
   c.paper_statistic = PAPER_STATISTIC.get(c.data.name, "")
+  c.drop_last = False   # the released loaders' DataLoader(...) keep the last partial batch
   for name in AGM_METHODS:
     c[name].start_epoch, c[name].end_epoch = WINDOW
     c[name].outside = "hold"

@@ -52,3 +52,14 @@ def test_paper_configs_name_the_released_statistic():
   assert paper.PAPER_STATISTIC["ave"] == "max_val_acc"
   with pytest.raises(ValueError, match="unknown paper_statistic 'best'; valid: ''"):
     loop.paper_statistic(tiny_config(paper_statistic="best"))
+
+
+def test_last_partial_batch_kept(tmp_path):
+  """drop_last=False (the released loaders): 256 examples at batch 48 are 5 full batches and
+  one of 16, every epoch; the step count and lines follow."""
+  c = tiny_config(method="agm", num_epochs=2, batch_size=48, drop_last=False,
+                  checkpoint_every_steps=0, log_every_steps=100)
+  summary = loop.train_and_evaluate(c, str(tmp_path))
+  assert summary["steps"] == 12
+  assert [x["step"] for x in read_lines(tmp_path) if x["split"] == "train"] == [6, 12]
+  assert paper.released_rules(tiny_config(), early=False).drop_last is False

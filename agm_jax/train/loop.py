@@ -124,7 +124,16 @@ class Run:
     n_train = self.dataset.num_examples("train")
     if n_train < config.batch_size:
       raise ValueError(f"batch_size {config.batch_size} exceeds the {n_train} training examples")
-    self.steps_per_epoch = n_train // config.batch_size
+    # drop_last False keeps the last partial training batch (PyTorch's DataLoader default, as
+    # the released AGM code trains); it must split evenly over the devices.
+    self.drop_last = bool(config.get("drop_last", True))
+    rest = n_train % config.batch_size
+    if not self.drop_last and rest and (rest % jax.device_count() or self.dp.process_count > 1):
+      raise ValueError(f"drop_last=False leaves a last batch of {rest} examples, which does not "
+                       f"split over {jax.device_count()} devices on {self.dp.process_count} "
+                       "process(es); use drop_last=True or another batch_size")
+    self.steps_per_epoch = (n_train // config.batch_size if self.drop_last
+                            else -(-n_train // config.batch_size))
     self.ctx = methods.Context(
         self.model, self.modalities, self.hp, subsets.Settings(**config.subsets),
         axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods)
@@ -169,7 +178,7 @@ class Run:
   def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
     return self.dataset.batches("train", batch_size=self.config.batch_size,
                                 seed=self.config.seed, epoch=epoch, shuffle=True,
-                                drop_remainder=True, start_batch=start_batch,
+                                drop_remainder=self.drop_last, start_batch=start_batch,
                                 shard_index=self.dp.shard_index,
                                 shard_count=self.dp.shard_count)
 
