@@ -213,11 +213,16 @@ def test_frame_selection():
   fixed = images.select_frames(5, 1, "fixed", train=True)
   np.testing.assert_array_equal(fixed, np.random.RandomState(999).choice(5, 1, replace=False))
   np.testing.assert_array_equal(images.select_frames(2, 3, "fixed", train=False), [0, 1, 0])
-  np.testing.assert_array_equal(images.select_frames(10, 3, "segments", train=False), [1, 4, 7])
+  # Kinetics-Sounds (1-based t = i*seg + max(seg//2, 1)): 10 frames -> frames 1, 4, 7 (0, 3,
+  # 6); 20 frames -> seg 6: 3, 9, 15 (2, 8, 14); at most 6 frames: the first, k times.
+  np.testing.assert_array_equal(images.select_frames(10, 3, "segments", train=False), [0, 3, 6])
+  np.testing.assert_array_equal(images.select_frames(20, 3, "segments", train=False), [2, 8, 14])
+  np.testing.assert_array_equal(images.select_frames(6, 3, "segments", train=True), [0, 0, 0])
   rng = np.random.default_rng(0)
   for _ in range(20):
     idx = images.select_frames(10, 3, "segments", train=True, rng=rng)
     assert all(3 * i <= j < 3 * i + 3 for i, j in enumerate(idx))
+    assert max(images.select_frames(30, 3, "segments", train=True, rng=rng)) <= 8
   with pytest.raises(ValueError, match="unknown frame_sampling"):
     images.select_frames(10, 3, "middle", train=False)
 

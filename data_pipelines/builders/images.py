@@ -114,32 +114,44 @@ def normalise(frames: np.ndarray) -> np.ndarray:
   return ((frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
 
 
+# The Kinetics-Sounds loaders' limits (``segments``): clips of at most 6 frames use frame 1;
+# a training pick is at most frame 9 (1-based), index 8.
+SEGMENTS_MIN_FRAMES = 6
+SEGMENTS_MAX_TRAIN_INDEX = 8
+
+
 def select_frames(n: int, k: int, mode: str, *, train: bool,
                   rng: np.random.Generator | None = None) -> np.ndarray:
   """Indices of the ``k`` frames (out of ``n`` stored, in time order) an example uses.
 
   * ``"fixed"``: the AGM CREMA-D loader's choice, ``RandomState(999).choice(n, k,
     replace=False)`` sorted — the same frame(s) every epoch, train and eval.
-  * ``"segments"``: the BalanceBenchmark Kinetics-Sounds choice: ``k`` equal segments, a random
-    frame of each in training, each segment's middle frame in evaluation.
+  * ``"segments"``: the Kinetics-Sounds loaders' choice (OGM-GE's, as BalanceBenchmark's
+    ``KS_dataset.py`` reads it, with 1-based frame numbers ``t``): ``k`` segments of
+    ``seg = n // k`` frames; in training a uniform frame of each (``t`` in
+    ``[i·seg+1, i·seg+seg]``, at most 9), in evaluation ``t = i·seg + max(seg // 2, 1)``,
+    i.e. index ``i·seg + max(seg // 2, 1) − 1``; a clip of at most 6 frames uses its first
+    frame ``k`` times (the loaders' ``if file_num > 6 else 1``).
 
-  A clip with fewer than ``k`` frames repeats its frames cyclically.
+  Otherwise a clip with fewer than ``k`` frames repeats its frames cyclically.
   """
   if n <= 0:
     raise CorruptInput("clip has no frames")
-  if n < k:
-    return np.arange(k) % n
-  if mode == "fixed":
-    chosen = np.random.RandomState(FIXED_FRAME_SEED).choice(n, k, replace=False)
-    return np.sort(chosen)
   if mode == "segments":
+    if n <= SEGMENTS_MIN_FRAMES:
+      return np.zeros(k, np.int64)
     seg = n // k
     starts = np.arange(k) * seg
     if train:
       if rng is None:
         raise ValueError("segments frame sampling in training needs an rng")
-      return starts + rng.integers(0, seg, size=k)
-    return starts + seg // 2
+      return np.minimum(starts + rng.integers(0, seg, size=k), SEGMENTS_MAX_TRAIN_INDEX)
+    return starts + max(seg // 2, 1) - 1
+  if n < k:
+    return np.arange(k) % n
+  if mode == "fixed":
+    chosen = np.random.RandomState(FIXED_FRAME_SEED).choice(n, k, replace=False)
+    return np.sort(chosen)
   raise ValueError(f"unknown frame_sampling {mode!r}; valid: fixed, segments")
 
 

@@ -4,9 +4,11 @@ Inputs: ``audio`` the stored filterbank (1024, 128) float32; ``visual`` (num_fra
 3) float32 frames, ImageNet-normalised, augmented in training. Splits: train / dep / test
 (``val`` is ``dep``). The builder is ``kinetics_sounds_dataset_builder.Builder``.
 
-``data_config`` fields: ``num_frames`` (3), ``frame_sampling`` ("segments": a random frame of
-each of ``num_frames`` segments in training, the middle ones in eval — BalanceBenchmark's
-choice; "fixed": the same seed-999 frames every time).
+The class list and the train / test split are the user's ``train.txt`` / ``test.txt`` (the
+paper's 30 classes and split were never published; OGM-GE's 31-class lists are the documented
+default). ``data_config`` fields: ``num_frames`` (3), ``frame_sampling`` ("segments": the
+Kinetics-Sounds loaders' frames, ``images.select_frames``; "fixed": the same seed-999 frames
+every time).
 """
 
 from __future__ import annotations
