@@ -34,4 +34,5 @@ DEFINITION = DatasetDef(
     name="cremad", modalities=("audio", "visual"), split_aliases={"val": "dep"},
     layout=LAYOUT, required=("AudioWAV|Audio", "Image-01-FPS|VideoFlash"),
     make_preprocess=make_preprocess, synthetic_spec=synthetic_spec,
-    num_classes=lambda data_config: len(CLASSES))
+    num_classes=lambda data_config: len(CLASSES),
+    version="1.1.0")   # 1.1.0: audio resampled with libsoxr HQ, as librosa.load (1.0.0: scipy)
