@@ -5,7 +5,7 @@ first token. ``--config.method=`` picks the row: agm (default), joint, mslr, mse
   python launch.py --config=configs/urfunny_agm.py --workdir=runs/urfunny_agm \
       --config.data.manual_dir=/path/to/urfunny --config.data.data_dir=/path/to/tfds
   # no download: random inputs of UR-Funny's shapes (smoke tests, benchmarks)
-  python -m agm_jax.bench --config=configs/urfunny_agm.py --batch_size=16
+  python -m agm_jax.tools.bench --config=configs/urfunny_agm.py --batch_size=16
 
 Every number and its source ("released": lihong2303/AGM_ICCV2023):
 * the rules all paper configs share: configs/paper.py; the conditional clip's threshold and

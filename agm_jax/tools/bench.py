@@ -1,16 +1,25 @@
-r"""Step-time benchmark: joint vs AGM train steps at a config's real input shapes.
+r"""Step-time benchmark: train steps of several methods at a config's real input shapes.
 
   python -m agm_jax.tools.bench --config=configs/cremad_agm.py --batch_size=16
+  python -m agm_jax.tools.bench --config=configs/cremad_agm.py --variants=joint,agm,ogm_ge,mslr
 
-Times the jitted train step of ``joint``, ``agm`` with ``subset_bn="batch"`` and ``agm`` with
-``subset_bn="eval"`` on random inputs of the config's shapes (``config.data.synthetic``):
-compilation and ``--warmup`` steps excluded, then the median of ``--steps`` steps, each
-synchronised with ``block_until_ready``. ``--config.parallel.mode=pmap`` times the pmap step
-(the batch split over the devices). The LAST stdout line is one JSON object with
-``joint_step_s``, ``agm_step_s``, ``agm_eval_bn_step_s``, their ratios to joint,
-``joint_flops``, ``agm_flops``, ``agm_eval_bn_flops`` (XLA's cost analysis of the compiled
-step, ``train.steps.step_flops``: one device's program, so per device under pmap or a sharded
-jit), ``batch_size``, ``devices``, ``parallel_mode``, ``backend`` and ``peak_rss_mb``.
+Times the jitted train step of each ``--variants`` entry on random inputs of the config's
+shapes (``config.data.synthetic``): ``joint``, ``agm`` (masked passes with batch statistics),
+``agm_eval_bn`` (AGM with eval-mode BatchNorm in the masked passes, the released code's), or
+any method name (``agm_jax.methods.NAMES``, batch-statistics masked passes). Every variant is
+compiled and warmed up (``--warmup`` steps) first; then ``--steps`` rounds each time one step
+of every variant in turn (interleaved, each synchronised with ``block_until_ready``), so a
+drift in the machine's speed reaches all variants alike. ``--config.parallel.mode=pmap`` times
+the pmap step (the batch split over the devices).
+
+The LAST stdout line is one JSON object: per variant ``<name>_step_s`` (the median),
+``<name>_spread_s`` (min, quartiles, max), ``<name>_first_step_s`` (with compilation),
+``<name>_flops`` (XLA's cost analysis of the compiled step, ``train.steps.step_flops``: one
+device's program, so per device under pmap or a sharded jit) and, beside joint,
+``<name>_over_joint`` (ratio of the medians) and ``<name>_over_joint_rounds`` (median of the
+per-round ratios); a variant that cannot run on the config (a method needing another fusion)
+gives ``<name>_error`` instead. Also ``batch_size``, ``steps``, ``devices``,
+``parallel_mode``, ``backend`` and ``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -28,51 +37,74 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import data_pipelines
+from agm_jax import methods
 from agm_jax.train.loop import Run
 from agm_jax.train.steps import step_flops
 from data_pipelines.sources.random_inputs import random_batch
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cremad_agm.py", "Config file.")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size of the timed steps.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per variant (median reported).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed rounds (one step of each variant per round).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation (the first "
                                 "few are slower on CPU).")
 _VARIANTS = flags.DEFINE_list("variants", ["joint", "agm", "agm_eval_bn"],
-                              "Which steps to time.")
+                              "Steps to time: joint, agm, agm_eval_bn or any method name.")
 _DTYPE = flags.DEFINE_string("dtype", "", "Override config.model.dtype (e.g. bfloat16).")
 
+# Named variants; any other name is a method (agm_jax.methods.NAMES) with batch-statistics
+# masked passes.
 VARIANTS = {"joint": ("joint", "batch"), "agm": ("agm", "batch"),
             "agm_eval_bn": ("agm", "eval")}
 
 
-def time_step(config, dataset, batch, *, steps: int, warmup: int) -> dict:
-  run = Run(config, dataset=dataset)
-  state = run.dp.put_state(run.init_state())   # laid out for config.parallel.mode
-  batch = run.dp.put_batch(batch)
-  active = np.bool_(True)
-  t0 = time.perf_counter()
-  state, metrics = run.train_step(state, batch, active)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    state, metrics = run.train_step(state, batch, active)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(steps):
+def variant_config(config, name: str):
+  """The config of one timed variant: ``agm_eval_bn`` is AGM with the masked passes in eval
+  BatchNorm mode; every other name is that method with batch-statistics masked passes."""
+  method, subset_bn = VARIANTS.get(name, (name, "batch"))
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.method, c.subsets.bn = method, subset_bn
+  return c
+
+
+class Timed:
+  """One variant's compiled step, state and batch, stepped one call at a time."""
+
+  def __init__(self, config, dataset, batch):
+    self.run = Run(config, dataset=dataset)
+    self.state = self.run.dp.put_state(self.run.init_state())  # laid out for parallel.mode
+    self.batch = self.run.dp.put_batch(batch)
+    self.active = np.bool_(True)
+    self.times: list[float] = []
+
+  def step(self) -> float:
     t0 = time.perf_counter()
-    state, metrics = run.train_step(state, batch, active)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
-  return {"median_s": statistics.median(times), "times_s": times,
-          "first_step_s": compile_s, "flops": step_flops(run.train_step, state, batch, active)}
+    self.state, metrics = self.run.train_step(self.state, self.batch, self.active)
+    jax.block_until_ready((self.state, metrics))
+    return time.perf_counter() - t0
+
+  def flops(self):
+    return step_flops(self.run.train_step, self.state, self.batch, self.active)
+
+
+def spread(times) -> dict:
+  """Min, quartiles and max of a variant's step times (seconds)."""
+  q1, q3 = np.percentile(times, [25, 75])
+  return {"min": round(min(times), 6), "q1": round(float(q1), 6), "q3": round(float(q3), 6),
+          "max": round(max(times), 6)}
 
 
 def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dtype: str = ""):
+  """Every variant compiled and warmed up, then timed round by round, interleaved (round r
+  times one step of each variant in turn), so a drift in the machine's speed reaches all of
+  them alike. Per variant: the median step, its spread, and against joint the ratio of the
+  medians and the median of the per-round ratios."""
   config = copy.deepcopy(config)
   with config.unlocked():
     config.data.synthetic = True
     config.batch_size = batch_size
     config.competition.enabled = False
+    config.num_seeds = 1
     if dtype:
       config.model.dtype = dtype
   dataset = data_pipelines.load(config.data, seed=config.seed)
@@ -82,34 +114,46 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
             "devices": jax.device_count(), "backend": jax.default_backend(),
             "device_kind": jax.devices()[0].device_kind, "dtype": config.model.dtype,
             "modalities": list(dataset.modalities), "fusion": config.model.fusion,
-            "parallel_mode": config.parallel.mode}
+            "parallel_mode": config.parallel.mode, "steps": steps, "interleaved": True}
+  timed = {}
   for name in variants:
-    method, subset_bn = VARIANTS[name]
-    c = copy.deepcopy(config)
-    with c.unlocked():
-      c.method, c.subsets.bn = method, subset_bn
-    timing = time_step(c, dataset, batch, steps=steps, warmup=warmup)
-    key = "agm_step_s" if name == "agm" else f"{name}_step_s"
-    result[key] = float(f"{timing['median_s']:.4g}")
-    result[f"{name}_first_step_s"] = round(timing["first_step_s"], 2)
-    result[f"{name}_flops"] = timing["flops"]
-    print(f"{name:12s} median {timing['median_s']:.4f} s over {steps} steps "
-          f"(first step incl. compile {timing['first_step_s']:.1f} s)", file=sys.stderr,
-          flush=True)
-  if "joint_step_s" in result:
-    for name in ("agm", "agm_eval_bn"):
-      key = "agm_step_s" if name == "agm" else f"{name}_step_s"
-      if key in result:
-        result[f"{name}_over_joint"] = round(result[key] / result["joint_step_s"], 3)
+    try:
+      timed[name] = Timed(variant_config(config, name), dataset, batch)
+    except ValueError as e:   # e.g. a method that needs another fusion
+      result[f"{name}_error"] = str(e)
+      continue
+    first = timed[name].step()   # compilation
+    result[f"{name}_first_step_s"] = round(first, 2)
+    result[f"{name}_flops"] = timed[name].flops()
+    for _ in range(warmup):
+      timed[name].step()
+  for _ in range(steps):
+    for t in timed.values():
+      t.times.append(t.step())
+  for name, t in timed.items():
+    median = statistics.median(t.times)
+    result[f"{name}_step_s"] = float(f"{median:.4g}")
+    result[f"{name}_spread_s"] = spread(t.times)
+    print(f"{name:12s} median {median:.4f} s over {steps} interleaved steps (min "
+          f"{min(t.times):.4f}, max {max(t.times):.4f}; first step incl. compile "
+          f"{result[f'{name}_first_step_s']:.1f} s)", file=sys.stderr, flush=True)
+  if "joint" in timed:
+    joint = timed["joint"].times
+    for name, t in timed.items():
+      if name != "joint":
+        result[f"{name}_over_joint"] = round(result[f"{name}_step_s"] / result["joint_step_s"], 3)
+        result[f"{name}_over_joint_rounds"] = round(statistics.median(
+            [a / b for a, b in zip(t.times, joint)]), 3)
   result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   return result
 
 
 def main(argv):
   del argv
-  unknown = [v for v in _VARIANTS.value if v not in VARIANTS]
+  valid = (*VARIANTS, *methods.NAMES)
+  unknown = [v for v in _VARIANTS.value if v not in valid]
   if unknown:
-    print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(VARIANTS)}",
+    print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(dict.fromkeys(valid))}",
           file=sys.stderr)
     sys.exit(2)
   result = benchmark(_CONFIG.value, batch_size=_BATCH.value, steps=_STEPS.value,
