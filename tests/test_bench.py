@@ -4,6 +4,8 @@ name, the JSON keys, and a method that cannot run on the config reported, not ra
 import subprocess
 import sys
 
+import pytest
+
 from agm_jax.tools import bench
 from configs import default
 from tests.conftest import ROOT
@@ -29,3 +31,25 @@ def test_unknown_variant_is_one_line():
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown variant 'agm3'")
+
+
+def test_released_steps_protocol_and_missing_pieces(tmp_path):
+  """The released-code harness answers one step per line; without PyTorch or the released
+  model/ folder the benchmark reports why in one line instead of timing it."""
+  import io  # noqa: PLC0415
+
+  from agm_jax.tools import released  # noqa: PLC0415
+
+  class Fake:
+    def timed(self, name):
+      return {"joint": 0.5, "agm": 1.25}[name]
+
+  out = io.StringIO()
+  released.serve(Fake(), stdin=io.StringIO("joint\nbogus\n\nagm\n"), stdout=out)
+  assert out.getvalue().splitlines() == [
+      "ready", "0.500000", "error: unknown step 'bogus'; valid: joint, agm", "1.250000"]
+  with pytest.raises(RuntimeError, match="torch|model/ folder"):
+    bench.Released(str(tmp_path), 2)
+  result = bench.benchmark(default.get_config(), batch_size=32, steps=1, warmup=0,
+                           variants=["joint"], reference_dir=str(tmp_path))
+  assert result["released_error"] == "the released steps are CREMA-D's; use a cremad config"

@@ -20,14 +20,26 @@ device's program, so per device under pmap or a sharded jit) and, beside joint,
 per-round ratios); a variant that cannot run on the config (a method needing another fusion)
 gives ``<name>_error`` instead. Also ``batch_size``, ``steps``, ``devices``,
 ``parallel_mode``, ``backend`` and ``peak_rss_mb``.
+
+``--reference_dir=CODE_DIR`` (a clone of the released AGM code, lihong2303/AGM_ICCV2023; needs
+PyTorch; a CREMA-D config) adds the released code's CREMA-D joint and AGM steps
+(``agm_jax.tools.released``: their own process, stepped in the same rounds as the JAX
+variants): ``released_joint_step_s``, ``released_agm_step_s``, their spreads, and
+``joint_over_released_joint``, ``agm_over_released_agm``; or ``released_error`` saying why
+not (no PyTorch, no ``model/`` folder, another dataset). ``--reference_python`` runs them
+under another interpreter (an environment with PyTorch and absl-py). The JAX side then
+allocates device memory on demand (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) so both fit on one
+GPU.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -38,6 +50,7 @@ from ml_collections import config_flags
 
 import data_pipelines
 from agm_jax import methods
+from agm_jax.tools import released as released_lib
 from agm_jax.train.loop import Run
 from agm_jax.train.steps import step_flops
 from data_pipelines.sources.random_inputs import random_batch
@@ -50,6 +63,12 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation (th
 _VARIANTS = flags.DEFINE_list("variants", ["joint", "agm", "agm_eval_bn"],
                               "Steps to time: joint, agm, agm_eval_bn or any method name.")
 _DTYPE = flags.DEFINE_string("dtype", "", "Override config.model.dtype (e.g. bfloat16).")
+_REFERENCE = flags.DEFINE_string("reference_dir", "", "A clone of the released AGM code "
+                                 "(holding model/): its CREMA-D joint and AGM steps are timed "
+                                 "beside ours (agm_jax.tools.released; needs PyTorch).")
+_REFERENCE_PYTHON = flags.DEFINE_string("reference_python", "", "The Python that runs the "
+                                        "released steps (one with PyTorch and absl-py; "
+                                        "default: this one).")
 
 # Named variants; any other name is a method (agm_jax.methods.NAMES) with batch-statistics
 # masked passes.
@@ -65,6 +84,39 @@ def variant_config(config, name: str):
   with c.unlocked():
     c.method, c.subsets.bn = method, subset_bn
   return c
+
+
+class Released:
+  """The released PyTorch steps in their own process (``agm_jax.tools.released --serve``),
+  stepped one call at a time so their rounds interleave with the JAX variants'."""
+
+  def __init__(self, code_dir: str, batch_size: int, python: str = ""):
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    self.proc = subprocess.Popen(
+        [python or sys.executable, "-m", "agm_jax.tools.released", "--serve",
+         f"--code_dir={os.path.abspath(code_dir)}", f"--batch_size={batch_size}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=package_root)   # agm_jax importable from another Python's environment
+    first = self.proc.stdout.readline().strip()
+    if first != "ready":
+      self.proc.wait(timeout=60)
+      lines = (self.proc.stderr.read() or first).strip().splitlines()
+      raise RuntimeError(lines[-1] if lines else f"exit code {self.proc.returncode}")
+    self.times = {name: [] for name in released_lib.VARIANTS}
+
+  def step(self, name: str) -> float:
+    self.proc.stdin.write(name + "\n")
+    self.proc.stdin.flush()
+    answer = self.proc.stdout.readline().strip()
+    try:
+      return float(answer)
+    except ValueError:
+      raise RuntimeError(answer or self.proc.stderr.read().strip()) from None
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      self.proc.stdin.close()
+      self.proc.wait(timeout=60)
 
 
 class Timed:
@@ -94,7 +146,8 @@ def spread(times) -> dict:
           "max": round(max(times), 6)}
 
 
-def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dtype: str = ""):
+def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dtype: str = "",
+              reference_dir: str = "", reference_python: str = ""):
   """Every variant compiled and warmed up, then timed round by round, interleaved (round r
   times one step of each variant in turn), so a drift in the machine's speed reaches all of
   them alike. Per variant: the median step, its spread, and against joint the ratio of the
@@ -127,9 +180,32 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
     result[f"{name}_flops"] = timed[name].flops()
     for _ in range(warmup):
       timed[name].step()
+  released = None
+  if reference_dir:
+    try:
+      if config.data.name != "cremad":
+        raise RuntimeError("the released steps are CREMA-D's; use a cremad config")
+      released = Released(reference_dir, batch_size, reference_python)
+      for name in released.times:
+        for _ in range(warmup + 1):
+          released.step(name)
+    except (RuntimeError, OSError) as e:
+      result["released_error"] = str(e)
+      released = None
   for _ in range(steps):
     for t in timed.values():
       t.times.append(t.step())
+    if released is not None:
+      for name, times in released.times.items():
+        times.append(released.step(name))
+  if released is not None:
+    released.close()
+    for name, times in released.times.items():
+      result[f"released_{name}_step_s"] = float(f"{statistics.median(times):.4g}")
+      result[f"released_{name}_spread_s"] = spread(times)
+      if name in timed:
+        result[f"{name}_over_released_{name}"] = round(
+            statistics.median(timed[name].times) / statistics.median(times), 3)
   for name, t in timed.items():
     median = statistics.median(t.times)
     result[f"{name}_step_s"] = float(f"{median:.4g}")
@@ -156,8 +232,12 @@ def main(argv):
     print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(dict.fromkeys(valid))}",
           file=sys.stderr)
     sys.exit(2)
+  if _REFERENCE.value:   # PyTorch's process needs device memory too: JAX allocates on demand
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   result = benchmark(_CONFIG.value, batch_size=_BATCH.value, steps=_STEPS.value,
-                     warmup=_WARMUP.value, variants=_VARIANTS.value, dtype=_DTYPE.value)
+                     warmup=_WARMUP.value, variants=_VARIANTS.value, dtype=_DTYPE.value,
+                     reference_dir=_REFERENCE.value,
+                     reference_python=_REFERENCE_PYTHON.value)
   print(json.dumps(result))
 
 
