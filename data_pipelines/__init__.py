@@ -87,7 +87,9 @@ def load(data_config, *, seed: int = 0):
                          data_seed=int(cfg(data_config, "data_seed", 0)),
                          label_shape=tuple(definition.label_shape(data_config)),
                          finish=definition.synthetic_finish(data_config),
-                         vocab_sizes=vocab_sizes, embeddings=embeddings)
+                         vocab_sizes=vocab_sizes, embeddings=embeddings,
+                         device_preprocess=getattr(
+                             definition.make_preprocess(data_config, selected), "device", None))
   return TfdsDataset(ensure_prepared(definition, data_config), definition, data_config,
                      selected)
 

@@ -79,11 +79,11 @@ def test_cremad_shapes_dtypes_labels(cremad):
   dataset = data_pipelines.load(data_config("cremad", cremad["data_dir"]))
   assert dataset.modalities == ("audio", "visual") and dataset.num_classes == 6
   assert dataset.spec == {"audio": ((257, 188), np.float32),
-                          "visual": ((1, 224, 224, 3), np.float32)}
+                          "visual": ((1, 224, 224, 3), np.uint8)}
   for split in ("train", "test"):
     batch = first_batch(dataset, split)
     assert batch["audio"].shape == (4, 257, 188) and batch["audio"].dtype == np.float32
-    assert batch["visual"].shape == (4, 1, 224, 224, 3) and batch["visual"].dtype == np.float32
+    assert batch["visual"].shape == (4, 1, 224, 224, 3) and batch["visual"].dtype == np.uint8
     assert batch["label"].dtype == np.int32
   labels = dict(layouts.cremad_clips("train", 20))
   classes = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
@@ -246,7 +246,7 @@ def test_kinetics_sounds(tmp_path):
   assert sizes(dataset) == {"train": 18, "val": 2, "dep": 2, "test": 6}
   assert dataset.num_classes == 31
   assert dataset.spec == {"audio": ((64, 16), np.float32),
-                          "visual": ((3, 224, 224, 3), np.float32)}
+                          "visual": ((3, 224, 224, 3), np.uint8)}
   ids = [r["clip_id"].decode() for r in all_records(str(tmp_path / "tfds"), "kinetics_sounds",
                                                     "dep")]
   assert ids == written["train"][18:]

@@ -55,20 +55,24 @@ from agm_jax.train.loop import Run
 from agm_jax.train.steps import step_flops
 from data_pipelines.sources.random_inputs import random_batch
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/cremad_agm.py", "Config file.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size of the timed steps.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed rounds (one step of each variant per round).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation (the first "
-                                "few are slower on CPU).")
-_VARIANTS = flags.DEFINE_list("variants", ["joint", "agm", "agm_eval_bn"],
-                              "Steps to time: joint, agm, agm_eval_bn or any method name.")
-_DTYPE = flags.DEFINE_string("dtype", "", "Override config.model.dtype (e.g. bfloat16).")
-_REFERENCE = flags.DEFINE_string("reference_dir", "", "A clone of the released AGM code "
-                                 "(holding model/): its CREMA-D joint and AGM steps are timed "
-                                 "beside ours (agm_jax.tools.released; needs PyTorch).")
-_REFERENCE_PYTHON = flags.DEFINE_string("reference_python", "", "The Python that runs the "
-                                        "released steps (one with PyTorch and absl-py; "
-                                        "default: this one).")
+
+def define_flags() -> None:
+  """The command line (defined only when run as a program, so importing this module beside
+  another tool's flags is safe)."""
+  config_flags.DEFINE_config_file("config", "configs/cremad_agm.py", "Config file.")
+  flags.DEFINE_integer("batch_size", 16, "Batch size of the timed steps.")
+  flags.DEFINE_integer("steps", 5, "Timed rounds (one step of each variant per round).")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation (the first few are "
+                       "slower on CPU).")
+  flags.DEFINE_list("variants", ["joint", "agm", "agm_eval_bn"],
+                    "Steps to time: joint, agm, agm_eval_bn or any method name.")
+  flags.DEFINE_string("dtype", "", "Override config.model.dtype (e.g. bfloat16).")
+  flags.DEFINE_string("reference_dir", "", "A clone of the released AGM code (holding model/): "
+                      "its CREMA-D joint and AGM steps are timed beside ours "
+                      "(agm_jax.tools.released; needs PyTorch).")
+  flags.DEFINE_string("reference_python", "", "The Python that runs the released steps (one "
+                      "with PyTorch and absl-py; default: this one).")
+
 
 # Named variants; any other name is a method (agm_jax.methods.NAMES) with batch-statistics
 # masked passes.
@@ -226,20 +230,22 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   valid = (*VARIANTS, *methods.NAMES)
-  unknown = [v for v in _VARIANTS.value if v not in valid]
+  unknown = [v for v in f.variants if v not in valid]
   if unknown:
     print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(dict.fromkeys(valid))}",
           file=sys.stderr)
     sys.exit(2)
-  if _REFERENCE.value:   # PyTorch's process needs device memory too: JAX allocates on demand
+  if f.reference_dir:   # PyTorch's process needs device memory too: JAX allocates on demand
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  result = benchmark(_CONFIG.value, batch_size=_BATCH.value, steps=_STEPS.value,
-                     warmup=_WARMUP.value, variants=_VARIANTS.value, dtype=_DTYPE.value,
-                     reference_dir=_REFERENCE.value,
-                     reference_python=_REFERENCE_PYTHON.value)
+  result = benchmark(f.config, batch_size=f.batch_size, steps=f.steps,
+                     warmup=f.warmup, variants=f.variants, dtype=f.dtype,
+                     reference_dir=f.reference_dir,
+                     reference_python=f.reference_python)
   print(json.dumps(result))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

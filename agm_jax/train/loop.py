@@ -141,8 +141,10 @@ class Run:
     base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs,
                                     method=config.method, output_layer=OUTPUT_LAYER)
     self.tx = methods.make_tx(self.method, self.ctx, base, config)
-    self.train_step, self.eval_step = make_steps(self.ctx, self.method, self.tx,
-                                                 axis_name=self.axis_name)
+    # The dataset's device-side preprocessing (uint8 frames -> normalised floats), applied
+    # first inside every jitted step.
+    self.preprocess = getattr(self.dataset, "device_preprocess", None)
+    self.train_step, self.eval_step = self.make_steps(self.method)
     self.labels: dict[str, np.ndarray] = {}   # split -> its labels, flat (set by evaluate)
     self.base_tx = base
     # config.num_seeds > 1: the seeds' states stacked, one vmapped step (train/seeds.py); the
@@ -151,7 +153,14 @@ class Run:
     self.stacked = len(self.seeds) > 1
     if self.stacked:
       (self.train_step_seeds, self.train_step_masked,
-       self.eval_step_seeds) = seeds_lib.make_seed_steps(self.ctx, self.method, self.tx)
+       self.eval_step_seeds) = seeds_lib.make_seed_steps(self.ctx, self.method, self.tx,
+                                                         preprocess=self.preprocess)
+
+  def make_steps(self, method):
+    """``(train_step, eval_step)`` of ``method`` (the run's, or a variant of it) on this run's
+    context, optimiser, parallel mode and device preprocessing."""
+    return make_steps(self.ctx, method, self.tx, axis_name=self.axis_name,
+                      preprocess=self.preprocess)
 
   def seed_ctx(self, seed: int) -> methods.Context:
     """The step context of one seed (its ``seed``: the optimiser state's noise keys)."""
@@ -169,7 +178,8 @@ class Run:
         self.method, self.seed_ctx(seed), self.base_tx, self.config)
     return state_lib.create(self.model, tx, self.dataset.spec, self.modalities, seed,
                             init=self.config.model.init,
-                            embeddings=getattr(self.dataset, "embeddings", None))
+                            embeddings=getattr(self.dataset, "embeddings", None),
+                            preprocess=self.preprocess)
 
   def active(self, epoch: int) -> bool:
     """Whether ``epoch`` is inside the method's modulation window (always, without one)."""
@@ -264,7 +274,7 @@ class _Copies:
     run = self.run
     if gradients not in self._train:
       method = dataclasses.replace(run.method, gradients=gradients)
-      self._train[gradients] = make_steps(run.ctx, method, run.tx, axis_name=run.axis_name)[0]
+      self._train[gradients] = run.make_steps(method)[0]
     step = self._train[gradients]
     state = jax.tree.map(jnp.copy, state)   # the step donates its input: never the run's
     if fresh_optimizer:
@@ -281,7 +291,7 @@ class _Copies:
     run = self.run
     if evaluate not in self._eval:
       method = dataclasses.replace(run.method, evaluate=evaluate)
-      self._eval[evaluate] = make_steps(run.ctx, method, run.tx, axis_name=run.axis_name)[1]
+      self._eval[evaluate] = run.make_steps(method)[1]
     return run.evaluate(state, split, self._eval[evaluate])[0]
 
 

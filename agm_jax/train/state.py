@@ -136,13 +136,16 @@ def set_embeddings(model, params, embeddings) -> Any:
 
 
 def create(model, tx, spec, modalities, seed: int, init: str = "flax",
-           embeddings=None) -> TrainState:
+           embeddings=None, preprocess=None) -> TrainState:
   """The initial state. ``init`` (config ``model.init``): the parameters' scheme, applied
   right after ``model.init`` (``agm_jax.models.init.reinit``; "flax" changes nothing);
-  ``embeddings``: the data's word vectors (:func:`set_embeddings`), placed last."""
+  ``embeddings``: the data's word vectors (:func:`set_embeddings`), placed last;
+  ``preprocess``: the dataset's device preprocessing (the model sees its output)."""
   init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
-  variables = jax.jit(lambda r, x: model.init(r, x, False))(
-      init_rng, example_inputs(spec, modalities))
+  inputs = example_inputs(spec, modalities)
+  if preprocess is not None:
+    inputs = preprocess(inputs)
+  variables = jax.jit(lambda r, x: model.init(r, x, False))(init_rng, inputs)
   params = variables["params"]
   if init_lib.check_scheme(init) != "flax":
     reinit_rng = jax.random.fold_in(jax.random.PRNGKey(seed), REINIT_SALT)

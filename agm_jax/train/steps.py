@@ -40,10 +40,12 @@ def flatten_positions(batch, weight=None):
   return batch, (None if weight is None else jnp.repeat(weight, positions))
 
 
-def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
+def train_step(state, batch, active, *, ctx, method, tx, axis_name=None, preprocess=None):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
-  (``axis_name``) gradients and metrics are averaged over the devices."""
+  (``axis_name``) gradients and metrics are averaged over the devices. ``preprocess``: the
+  dataset's ``device_preprocess`` (e.g. uint8 frames to normalised floats), applied first."""
   rng, step_rng = jax.random.split(state.rng)
+  batch = batch if preprocess is None else preprocess(batch)
   batch, _ = flatten_positions(batch)
   out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
                          state.opt_state)
@@ -63,8 +65,9 @@ def train_step(state, batch, active, *, ctx, method, tx, axis_name=None):
   return new_state, metrics
 
 
-def eval_step(state, batch, weight, *, ctx, method):
+def eval_step(state, batch, weight, *, ctx, method, preprocess=None):
   """Weighted sums of one eval batch (``weight`` masks padding) and its features ``z``."""
+  batch = batch if preprocess is None else preprocess(batch)
   batch, weight = flatten_positions(batch, weight)
   out = method.evaluate(ctx, state.params, state.batch_stats, batch)
   w = weight.astype(jnp.float32)
@@ -92,15 +95,17 @@ def step_flops(step, *args) -> float | None:
   return float(flops) if flops is not None and flops >= 0 else None
 
 
-def make_steps(ctx, method, tx, *, axis_name=None):
+def make_steps(ctx, method, tx, *, axis_name=None, preprocess=None):
   """``(train_step, eval_step)`` compiled once for the run; the train state is donated.
-  With ``axis_name`` the train step is a ``pmap`` over the local devices."""
+  With ``axis_name`` the train step is a ``pmap`` over the local devices; ``preprocess``: the
+  dataset's ``device_preprocess``."""
   if axis_name is not None:
     train = jax.pmap(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx,
-                                                axis_name=axis_name),
+                                                axis_name=axis_name, preprocess=preprocess),
                      axis_name=axis_name, in_axes=(0, 0, None), donate_argnums=0)
   else:
-    train = jax.jit(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx),
-                    donate_argnums=0)
-  evaluate = jax.jit(lambda s, b, w: eval_step(s, b, w, ctx=ctx, method=method))
+    train = jax.jit(lambda s, b, a: train_step(s, b, a, ctx=ctx, method=method, tx=tx,
+                                               preprocess=preprocess), donate_argnums=0)
+  evaluate = jax.jit(lambda s, b, w: eval_step(s, b, w, ctx=ctx, method=method,
+                                               preprocess=preprocess))
   return train, evaluate

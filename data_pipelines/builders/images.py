@@ -109,8 +109,10 @@ def eval_frame(img: Image.Image, size: int = SIZE) -> np.ndarray:
   return np.asarray(img.resize((size, size), Image.BILINEAR), np.uint8)
 
 
-def normalise(frames: np.ndarray) -> np.ndarray:
-  """uint8 ``(..., 3)`` -> float32 ``(x / 255 - mean) / std``."""
+def normalise(frames):
+  """uint8 ``(..., 3)`` -> float32 ``(x / 255 - mean) / std``. NumPy or JAX arrays: the
+  loader leaves frames uint8 and the jitted steps apply this on the device
+  (``FramesPreprocess.device``)."""
   return ((frames.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
 
 
@@ -155,12 +157,59 @@ def select_frames(n: int, k: int, mode: str, *, train: bool,
   raise ValueError(f"unknown frame_sampling {mode!r}; valid: fixed, segments")
 
 
+DRAFT_REDUCTIONS = (8, 4, 2)   # PIL's JPEG draft mode: DCT scaling by 1/8, 1/4, 1/2
+
+
+def draft_reduction(w: float, h: float, size: int = SIZE) -> int:
+  """The largest JPEG DCT reduction (8, 4, 2 or 1) after which a ``w`` x ``h`` region still
+  has at least ``size`` pixels in both dimensions: decoding at that scale and resizing to
+  ``size`` only ever shrinks, as resizing the full decode does."""
+  for d in DRAFT_REDUCTIONS:
+    if w / d >= size and h / d >= size:
+      return d
+  return 1
+
+
+def frame(data: bytes, *, train: bool, rng: np.random.Generator | None,
+          size: int = SIZE) -> np.ndarray:
+  """One encoded frame -> ``(size, size, 3)`` uint8: :func:`train_frame`'s random resized crop
+  and flip in training, :func:`eval_frame`'s resize otherwise, decoding only what they need.
+
+  The crop box is drawn from the image's size (read from its header) before decoding, with
+  the same generator calls as :func:`train_frame`, so the crops' distribution is unchanged.
+  A JPEG is then decoded in PIL's draft mode at the largest DCT reduction that leaves the box
+  at least ``size`` pixels wide and high (:func:`draft_reduction`), and the box is resized
+  from that image. For CREMA-D's 480x360 frames no crop allows a reduction (the output is the
+  full decode's, bit for bit); larger frames (Kinetics-Sounds' 640x480 or more) decode at half
+  scale or less when the crop is large, which changes pixels by the difference between
+  resampling from the DCT-reduced image and from the full one: on a fabricated 1280x960
+  frame a mean absolute difference of 1.0 of 255 over 200 training crops (at most 3.7) and
+  1.1 for the evaluation resize, which took 26 ms instead of 47 (``tests/test_pipeline_speed.py``).
+  """
+  try:
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    box = random_resized_crop_box(width, height, rng) if train else (0, 0, width, height)
+    d = draft_reduction(box[2], box[3], size) if img.format == "JPEG" else 1
+    if d > 1:   # PIL picks the largest reduction whose result is at least this size
+      img.draft("RGB", (-(-width // d), -(-height // d)))
+    img.load()
+    if img.mode != "RGB":
+      img = img.convert("RGB")
+  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError…
+    raise CorruptInput(f"undecodable image: {e}") from e
+  sx, sy = img.width / width, img.height / height
+  left, top, w, h = box
+  out = img.resize((size, size), Image.BILINEAR,
+                   box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
+  if train and rng.random() < 0.5:
+    out = out.transpose(Image.FLIP_LEFT_RIGHT)
+  return np.asarray(out, np.uint8)
+
+
 def frames_input(encoded, k: int, mode: str, *, train: bool,
                  rng: np.random.Generator | None, size: int = SIZE) -> np.ndarray:
-  """Encoded frames of one clip -> float32 ``(k, size, size, 3)``, augmented if ``train``."""
+  """Encoded frames of one clip -> uint8 ``(k, size, size, 3)``, augmented if ``train``
+  (:func:`frame`); :func:`normalise` turns them into the model's float input."""
   idx = select_frames(len(encoded), k, mode, train=train, rng=rng)
-  out = []
-  for i in idx:
-    img = decode(encoded[int(i)])
-    out.append(train_frame(img, rng, size) if train else eval_frame(img, size))
-  return normalise(np.stack(out))
+  return np.stack([frame(encoded[int(i)], train=train, rng=rng, size=size) for i in idx])

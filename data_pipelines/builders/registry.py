@@ -76,4 +76,5 @@ def get(name: str) -> DatasetDef:
 
 
 def frames_spec(num_frames: int, size: int = 224) -> tuple[tuple[int, ...], np.dtype]:
-  return (int(num_frames), size, size, 3), np.dtype(np.float32)
+  """Video frames as the loader yields them: uint8, normalised on the device."""
+  return (int(num_frames), size, size, 3), np.dtype(np.uint8)

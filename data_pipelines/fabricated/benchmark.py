@@ -1,7 +1,7 @@
 r"""Loader throughput (examples/s) on CREMA-D-shaped data.
 
-  python -m data_pipelines.fabricated.benchmark --num_workers=0,1,2 --batch_size=16
-  python -m data_pipelines.fabricated.benchmark --data_dir=/data/tfds   # a prepared cremad
+  python -m data_pipelines.benchmark --num_workers=0,1,2 --batch_size=16
+  python -m data_pipelines.benchmark --data_dir=/data/tfds   # a prepared cremad
 
 Without ``--data_dir`` it fabricates ``--num_clips`` training clips (``layouts.write_cremad``:
 wav of 2.5 s at 16 kHz, three 480x360 JPEG frames each, like CREMA-D's 1-fps frames) in a
@@ -25,12 +25,15 @@ import data_pipelines
 from data_pipelines.builders import prepare
 from data_pipelines.fabricated import layouts
 
-_NUM_WORKERS = flags.DEFINE_list("num_workers", ["0", "1", "2"], "Worker counts to time.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Passes over the train split per worker count.")
-_CLIPS = flags.DEFINE_integer("num_clips", 64, "Fabricated training clips (without data_dir).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "A data_dir holding a prepared cremad.")
-_SPLIT = flags.DEFINE_string("split", "train", "Split to read (train is augmented).")
+
+def define_flags() -> None:
+  """The command line (defined only when run as a program: other tools import this module)."""
+  flags.DEFINE_list("num_workers", ["0", "1", "2"], "Worker counts to time.")
+  flags.DEFINE_integer("batch_size", 16, "Batch size.")
+  flags.DEFINE_integer("epochs", 3, "Passes over the train split per worker count.")
+  flags.DEFINE_integer("num_clips", 64, "Fabricated training clips (without data_dir).")
+  flags.DEFINE_string("data_dir", "", "A data_dir holding a prepared cremad.")
+  flags.DEFINE_string("split", "train", "Split to read (train is augmented).")
 
 
 def fabricate_and_prepare(root: str, num_clips: int) -> str:
@@ -76,13 +79,15 @@ def run(data_dir: str, worker_counts, batch_size: int, epochs: int, split: str) 
 
 def main(argv):
   del argv
-  if _DATA_DIR.value:
-    run(_DATA_DIR.value, _NUM_WORKERS.value, _BATCH.value, _EPOCHS.value, _SPLIT.value)
+  f = flags.FLAGS
+  if f.data_dir:
+    run(f.data_dir, f.num_workers, f.batch_size, f.epochs, f.split)
     return
   with tempfile.TemporaryDirectory() as root:
-    data_dir = fabricate_and_prepare(root, _CLIPS.value)
-    run(data_dir, _NUM_WORKERS.value, _BATCH.value, _EPOCHS.value, _SPLIT.value)
+    data_dir = fabricate_and_prepare(root, f.num_clips)
+    run(data_dir, f.num_workers, f.batch_size, f.epochs, f.split)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -195,6 +195,8 @@ class TfdsDataset:
     self.label_shape = tuple(definition.label_shape(data_config))
     self.vocab_sizes, self.embeddings = definition.vocabulary(data_config, self.builder_dir)
     self.preprocess = definition.make_preprocess(data_config, self.modalities)
+    # What the jitted steps apply to a batch first, on the device (uint8 frames -> floats).
+    self.device_preprocess = getattr(self.preprocess, "device", None)
     self.num_workers = int(cfg(data_config, "num_workers", 0))
     self.read_threads = int(cfg(data_config, "read_threads", 2))
     self.prefetch_batches = int(cfg(data_config, "prefetch_batches", 2))

@@ -1,10 +1,10 @@
 """Random inputs of a dataset's shapes, with no files (``config.data.synthetic=True``).
 
 For smoke tests and benchmarks. :func:`random_batch` draws one batch (or one example) of a
-``spec``: float arrays standard-normal float32 (cast to the spec's dtype), integer arrays
-small integers in ``0..99``, ``"<m>_lengths"`` companions at the full sequence length ``L``
-(the modality's first axis; or uniform in ``1..L``) and ``"label"`` int32 uniform in
-``0..K-1``.
+``spec``: float arrays standard-normal float32 (cast to the spec's dtype), uint8 arrays
+(image pixels) uniform in ``0..255``, other integer arrays small integers in ``0..99``,
+``"<m>_lengths"`` companions at the full sequence length ``L`` (the modality's first axis; or
+uniform in ``1..L``) and ``"label"`` int32 uniform in ``0..K-1``.
 
 :class:`RandomDataset` is the ``base`` contract over such examples: every split has
 ``synthetic_examples`` (64) of them, with lengths uniform in ``1..L``. Example ``i`` of a split
@@ -54,6 +54,8 @@ def random_batch(spec: Mapping[str, tuple[tuple[int, ...], np.dtype]], num_class
         out[key] = np.full(size, length, dtype)
       else:
         out[key] = rng.integers(1, length + 1, size=size).astype(dtype)
+    elif dtype == np.uint8:   # image pixels (frames the device normalises)
+      out[key] = rng.integers(0, 256, size=size).astype(dtype)
     elif np.issubdtype(dtype, np.integer):
       out[key] = rng.integers(0, 100, size=size).astype(dtype)
     else:
@@ -81,6 +83,7 @@ class RandomDataset:
   finish: Callable | None = None   # (example, rng) -> example; see DatasetDef.synthetic_finish
   vocab_sizes: dict = dataclasses.field(default_factory=dict)
   embeddings: dict = dataclasses.field(default_factory=dict)
+  device_preprocess: Callable | None = None   # as the real dataset's (uint8 frames -> floats)
 
   def num_examples(self, split: str) -> int:
     if split not in SPLITS:
