@@ -28,7 +28,10 @@ Two ways to compute the masked passes, equal to float tolerance:
 * fast path (models with per-modality encoders, ``model.separable``; ``Settings.path``
   "auto" or "fast"): each encoder runs once
   on the real inputs (once more in eval mode under ``subset_bn="eval"``) and once on a single
-  zero example (or the noise batch), and only the fusion head is vmapped over the subsets;
+  zero example (or the noise batch), and only the fusion head is vmapped over the subsets.
+  Where both run in eval mode (the eval-mode pass of ``subset_bn="eval"``, evaluation), the
+  zero example is appended to the real batch: one pass of B + 1 examples, the same numbers
+  with one set of kernels;
 * generic path (``input_early`` fusion, or ``path="generic"``): the whole model is vmapped over
   the masked inputs (``shapley.subset_logits``).
 """
@@ -230,6 +233,18 @@ def pad_features(model, params, stats, inputs, modalities, *, train, pad, key,
                      dropout_key=dropout_key)
 
 
+def with_zero_example(inputs, modalities):
+  """``inputs`` with one more example: zeros for every modality (its other fields, e.g.
+  ``<m>_lengths``, copied from the first example, as :func:`pad_features` does)."""
+  return {k: jnp.concatenate([v, jnp.zeros_like(v[:1]) if k in modalities else v[:1]], 0)
+          for k, v in inputs.items()}
+
+
+def split_zero_example(feats):
+  """``(features of the B real examples, features of the appended zero example)``."""
+  return tuple(f[:-1] for f in feats), tuple(f[-1:] for f in feats)
+
+
 def masked_train_mode(train: bool, bn: str, batch_stats) -> bool:
   """Whether the masked passes run in train mode. Without BatchNorm statistics the two ``bn``
   modes compute the same thing, so the eval passes are skipped; for a model with dropout the
@@ -238,20 +253,32 @@ def masked_train_mode(train: bool, bn: str, batch_stats) -> bool:
 
 
 def masked_logits(model, params, stats, inputs, feats, modalities, *, train: bool,
-                  masked_train: bool, pad: str, key, dropout_key=None) -> jax.Array:
+                  masked_train: bool, pad: str, key, dropout_key=None,
+                  absent=None) -> jax.Array:
   """``V[:-1]`` ``(2**k - 1, B, K)`` of a separable model from the full input's features
   ``feats``: the fusion head vmapped over the masked subsets, each absent modality replaced
   by its encoder's output on the pad. Under ``masked_train != train`` the present modalities'
   features are recomputed in eval mode (running statistics ``stats``). ``dropout_key``: the
   step's dropout key; in train mode the head on subset ``s`` draws with ``pass_key(
   dropout_key, s)`` and the encoders on the pads with ``pass_key(dropout_key, 2**k)`` (the
-  present modalities keep the full pass's features, so its encoders' dropout masks)."""
+  present modalities keep the full pass's features, so its encoders' dropout masks).
+  ``absent``: the encoders' outputs on the pads when the caller already has them."""
   masks = shapley.subset_masks(len(modalities))
   n = len(masks)
-  present = feats if masked_train == train else encode_each(model, params, stats, inputs,
-                                                           modalities, train=False)
-  absent = pad_features(model, params, stats, inputs, modalities, train=masked_train,
-                        pad=pad, key=key, dropout_key=pass_key(dropout_key, n))
+  if absent is not None:
+    present = feats
+  elif masked_train != train and pad == "zeros":
+    # Both eval-mode encoder passes (the present modalities' features with the running
+    # statistics, and each encoder on the zero pad) as one pass over B + 1 examples: eval mode
+    # treats examples independently, so the numbers are the same with one set of kernels.
+    both = encode_each(model, params, stats, with_zero_example(inputs, modalities), modalities,
+                       train=False)
+    present, absent = split_zero_example(both)
+  else:
+    present = feats if masked_train == train else encode_each(model, params, stats, inputs,
+                                                             modalities, train=False)
+    absent = pad_features(model, params, stats, inputs, modalities, train=masked_train,
+                          pad=pad, key=key, dropout_key=pass_key(dropout_key, n))
 
   def one(mask, row_key):
     f = tuple(jnp.where(mask[i], present[i], absent[i]) for i in range(len(modalities)))
@@ -265,12 +292,18 @@ def masked_logits(model, params, stats, inputs, feats, modalities, *, train: boo
 def _fast(model, params, batch_stats, inputs, modalities, masks, *, train, masked_train, pad,
           key, dropout_key=None):
   full_key = pass_key(dropout_key, len(masks) - 1)
-  feats, stats = apply(model, params, batch_stats, dict(inputs), train=train, method="encode",
-                       update=True, dropout_key=full_key)
-  feats = tuple(feats)
+  absent = None
+  if not train and pad == "zeros":   # evaluation: the zero pads ride in the full pass
+    feats, stats = apply(model, params, batch_stats, with_zero_example(inputs, modalities),
+                         train=False, method="encode")
+    feats, absent = split_zero_example(tuple(feats))
+  else:
+    feats, stats = apply(model, params, batch_stats, dict(inputs), train=train,
+                         method="encode", update=True, dropout_key=full_key)
+    feats = tuple(feats)
   (v_full, z), stats = apply(model, params, stats, feats, train=train, method="fuse",
                              update=True, dropout_key=full_key)
   v_masked = masked_logits(model, params, stats, inputs, feats, modalities, train=train,
                            masked_train=masked_train, pad=pad, key=key,
-                           dropout_key=dropout_key)
+                           dropout_key=dropout_key, absent=absent)
   return v_full, v_masked, z, stats, None

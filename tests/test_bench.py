@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 def test_interleaved_variants_and_keys():
   result = bench.benchmark(default.get_config(), batch_size=32, steps=3, warmup=1,
-                           variants=["joint", "agm", "mslr", "greedy"])
+                           variants=["joint", "agm", "mslr", "greedy"], with_hlo=True)
   assert result["interleaved"] and result["steps"] == 3
   for name in ("joint", "agm", "mslr"):
     spread = result[f"{name}_spread_s"]
@@ -23,6 +23,9 @@ def test_interleaved_variants_and_keys():
     assert result[f"{name}_over_joint"] > 0 and result[f"{name}_over_joint_rounds"] > 0
   assert "needs" in result["greedy_error"] or "mmtm" in result["greedy_error"]
   assert "greedy_step_s" not in result
+  # AGM's extra kernels: the masked fusion-head passes (the MLP encoders have no convolutions)
+  assert result["agm_hlo"]["fusion"] > result["joint_hlo"]["fusion"] > 0
+  assert result["joint_hlo"]["convolution"] == 0
 
 
 def test_unknown_variant_is_one_line():

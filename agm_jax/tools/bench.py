@@ -29,14 +29,18 @@ variants): ``released_joint_step_s``, ``released_agm_step_s``, their spreads, an
 not (no PyTorch, no ``model/`` folder, another dataset). ``--reference_python`` runs them
 under another interpreter (an environment with PyTorch and absl-py). The JAX side then
 allocates device memory on demand (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) so both fit on one
-GPU.
+GPU. ``--hlo_stats`` adds ``<name>_hlo``: the compiled step's top-level op counts (fusions,
+convolutions, custom calls: the kernels a GPU launches per step, what bounds a small-batch
+step there).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -72,6 +76,8 @@ def define_flags() -> None:
                       "(agm_jax.tools.released; needs PyTorch).")
   flags.DEFINE_string("reference_python", "", "The Python that runs the released steps (one "
                       "with PyTorch and absl-py; default: this one).")
+  flags.DEFINE_bool("hlo_stats", False, "Add each variant's kernel counts (the compiled "
+                    "step's top-level ops: fusions, convolutions, custom calls).")
 
 
 # Named variants; any other name is a method (agm_jax.methods.NAMES) with batch-statistics
@@ -142,6 +148,23 @@ class Timed:
   def flops(self):
     return step_flops(self.run.train_step, self.state, self.batch, self.active)
 
+  def hlo_stats(self) -> dict:
+    return hlo_stats(self.run.train_step.lower(self.state, self.batch, self.active).compile()
+                     .as_text())
+
+
+KERNEL_OPS = ("fusion", "convolution", "custom-call", "while", "copy")
+
+
+def hlo_stats(text: str) -> dict:
+  """Counts of the top-level instructions of a compiled step's entry computation (optimised
+  HLO text): ``ops`` in all, and each of :data:`KERNEL_OPS`. On a GPU, at small batches, the
+  step is bound by kernel launches, which these count."""
+  entry = text[text.index("\nENTRY"):] if "\nENTRY" in text else text
+  entry = entry[:entry.find("\n}") + 1 or None]
+  ops = collections.Counter(re.findall(r"= \S+ ([a-z][\w-]*)\(", entry))
+  return {"ops": sum(ops.values()), **{k: ops.get(k, 0) for k in KERNEL_OPS}}
+
 
 def spread(times) -> dict:
   """Min, quartiles and max of a variant's step times (seconds)."""
@@ -151,7 +174,7 @@ def spread(times) -> dict:
 
 
 def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dtype: str = "",
-              reference_dir: str = "", reference_python: str = ""):
+              reference_dir: str = "", reference_python: str = "", with_hlo: bool = False):
   """Every variant compiled and warmed up, then timed round by round, interleaved (round r
   times one step of each variant in turn), so a drift in the machine's speed reaches all of
   them alike. Per variant: the median step, its spread, and against joint the ratio of the
@@ -182,6 +205,8 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
     first = timed[name].step()   # compilation
     result[f"{name}_first_step_s"] = round(first, 2)
     result[f"{name}_flops"] = timed[name].flops()
+    if with_hlo:
+      result[f"{name}_hlo"] = timed[name].hlo_stats()
     for _ in range(warmup):
       timed[name].step()
   released = None
@@ -242,7 +267,7 @@ def main(argv):
   result = benchmark(f.config, batch_size=f.batch_size, steps=f.steps,
                      warmup=f.warmup, variants=f.variants, dtype=f.dtype,
                      reference_dir=f.reference_dir,
-                     reference_python=f.reference_python)
+                     reference_python=f.reference_python, with_hlo=f.hlo_stats)
   print(json.dumps(result))
 
 
