@@ -254,7 +254,7 @@ def masked_train_mode(train: bool, bn: str, batch_stats) -> bool:
 
 def masked_logits(model, params, stats, inputs, feats, modalities, *, train: bool,
                   masked_train: bool, pad: str, key, dropout_key=None,
-                  absent=None) -> jax.Array:
+                  absent=None, head=None) -> jax.Array:
   """``V[:-1]`` ``(2**k - 1, B, K)`` of a separable model from the full input's features
   ``feats``: the fusion head vmapped over the masked subsets, each absent modality replaced
   by its encoder's output on the pad. Under ``masked_train != train`` the present modalities'
@@ -262,7 +262,9 @@ def masked_logits(model, params, stats, inputs, feats, modalities, *, train: boo
   step's dropout key; in train mode the head on subset ``s`` draws with ``pass_key(
   dropout_key, s)`` and the encoders on the pads with ``pass_key(dropout_key, 2**k)`` (the
   present modalities keep the full pass's features, so its encoders' dropout masks).
-  ``absent``: the encoders' outputs on the pads when the caller already has them."""
+  ``absent``: the encoders' outputs on the pads when the caller already has them. ``head``:
+  ``features -> logits`` in place of the model's fusion head (a method's own head on the
+  encoders' features, e.g. MMCosine's cosine logits)."""
   masks = shapley.subset_masks(len(modalities))
   n = len(masks)
   if absent is not None:
@@ -282,6 +284,8 @@ def masked_logits(model, params, stats, inputs, feats, modalities, *, train: boo
 
   def one(mask, row_key):
     f = tuple(jnp.where(mask[i], present[i], absent[i]) for i in range(len(modalities)))
+    if head is not None:
+      return head(f)
     (logits, _), _ = apply(model, params, stats, f, train=masked_train, method="fuse",
                            dropout_key=row_key)
     return logits

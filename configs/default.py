@@ -7,7 +7,8 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
   python launch.py --config=configs/default.py --workdir=/tmp/joint_default --config.method=joint
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
-opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util
+opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util,
+pmr, mmcosine, cml, amco
 (their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
@@ -164,6 +165,45 @@ def get_config():
   # the moving average (ema) of the utilisation rates spreads by more than `threshold`
   # (released code: window 5).
   c.greedy_util = ml_collections.ConfigDict(dict(threshold=0.1, window=5, ema=0.9, **always))
+  # PMR (Fan et al., CVPR 2023): alpha the PCE weight of the slower modalities (1.0: the
+  # authors' main_Prototype_grad.py default; BalanceBenchmark 0.6), momentum the prototypes'
+  # (0.2: the authors' momentum_coef default; BalanceBenchmark 0.5); entropy_weight > 0 adds
+  # the paper's early-training entropy regulariser on the dominant modality for the first
+  # entropy_epochs epochs (not in either code: 0 = off).
+  c.pmr = ml_collections.ConfigDict(dict(alpha=1.0, momentum=0.2, entropy_weight=0.0,
+                                         entropy_epochs=5, **always))
+  # MMCosine (Xu et al., ICASSP 2023): the cosine logits' scale (10: the authors' --scaling
+  # default and README command; BalanceBenchmark 15). Needs a late-fusion head.
+  c.mmcosine = ml_collections.ConfigDict(dict(scaling=10.0))
+  # CML (Ma et al., ICML 2023): lam the weight of the confidence penalty (0.1: BalanceBenchmark;
+  # the authors' repository gives none for these datasets), eps its margin (0.0: the authors'
+  # cpm/CPM_Nets.py); pairs "chain" (a random removal order per step, both codes) | "all";
+  # form "authors" | "balancebenchmark" (methods/cml.py).
+  c.cml = ml_collections.ConfigDict(dict(lam=0.1, eps=0.0, pairs="chain", form="authors",
+                                         **always))
+  # AMCo (Zhou et al., ICASSP 2023; BalanceBenchmark's reading, methods/amco.py): a modality is
+  # dependent when its softmax share exceeds sigma (0.5); mask rate sin(pi/2 min(eps, l_t)/eps)
+  # (eps 0.3); target "features" | "logits" (BalanceBenchmark). Needs a late-fusion head.
+  c.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, target="features", **always))
+
+  # UMT (Du et al., ICML 2023): CE + scaling * sum_m MSE(encoder m, its uni-modal teacher's);
+  # scaling 10 (BalanceBenchmark trainer_config.yaml); teachers trained teacher_epochs epochs
+  # first (-1: the run's num_epochs, as a uni-modal run of the same settings).
+  c.umt = ml_collections.ConfigDict(dict(scaling=10.0, teacher_epochs=-1, **always))
+  # ReconBoost (Hua et al., ICML 2024): one modality's learner per stage with
+  # ce_weight*CE - recon_weight*KL-reconcilement (5, 1: authors' train.py and BalanceBenchmark),
+  # consolidation 0.5 (authors' alpha; its released gradient is zero: consolidation_grad
+  # False), then global rectification; boost_epochs / rectify_epochs per stage 1, 1
+  # (BalanceBenchmark's T_epochs; the authors' train.py 4, 4 over hundreds of stages).
+  c.reconboost = ml_collections.ConfigDict(dict(ce_weight=5.0, recon_weight=1.0,
+                                                consolidation=0.5, consolidation_grad=False,
+                                                boost_epochs=1, rectify_epochs=1, **always))
+  # MLA (Zhang et al., CVPR 2024): one modality per step through the late head tied into one
+  # shared head (model.fusion "concat" or "sum", equal feature sizes); projection "replace"
+  # (paper: g P) | "add" (BalanceBenchmark: g + g P); normalize: P / ||P||_F (both codes);
+  # fusion "entropy" (paper: per example) | "entropy_batch" (authors' code) | "equal".
+  c.mla = ml_collections.ConfigDict(dict(projection="replace", normalize=True,
+                                         fusion="entropy"))
 
   # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the
   # released code's trace((R pinv(B)).T R)/K with B = cov(C)*N; l2 the ridge penalty (paper

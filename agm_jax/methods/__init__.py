@@ -18,11 +18,14 @@ from agm_jax.methods import (
   agm,
   agm_1,
   agm_ge,
+  amco,
+  cml,
   feature_dropout,
   gblending,
   greedy,
   greedy_util,
   joint,
+  mmcosine,
   moddrop,
   mses,
   mslr,
@@ -31,6 +34,8 @@ from agm_jax.methods import (
   ogm_ge_ra,
   opm,
   opm_ogm,
+  pmr,
+  umt,
   unimodal,
 )
 from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window, from_section
@@ -38,7 +43,8 @@ from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
                                                gblending, greedy, greedy_util, moddrop,
-                                               feature_dropout)}
+                                               feature_dropout, pmr, mmcosine, cml, amco,
+                                               umt)}
 NAMES = tuple(REGISTRY)
 
 

@@ -100,6 +100,10 @@ class Context:
   axis_name: str | None = None          # the collective axis under pmap (None: sharding)
   seed: int = 0                         # the run's seed (noise keys in the optimiser state)
   mono_modalities: tuple[str, ...] | None = None   # eval's per-modality rows (default: all)
+  num_classes: int = 0                  # the task's classes (0: not given)
+  # each encoder's feature width D_m, in modality order, for a separable model (the trainer
+  # fills it in; () when not given): the shapes of state a method keeps per modality
+  feature_dims: tuple[int, ...] = ()
 
   @property
   def k(self) -> int:

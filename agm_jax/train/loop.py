@@ -134,16 +134,20 @@ class Run:
                        "process(es); use drop_last=True or another batch_size")
     self.steps_per_epoch = (n_train // config.batch_size if self.drop_last
                             else -(-n_train // config.batch_size))
+    self.preprocess = getattr(self.dataset, "device_preprocess", None)
     self.ctx = methods.Context(
         self.model, self.modalities, self.hp, subsets.Settings(**config.subsets),
-        axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods)
+        axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods,
+        num_classes=int(self.dataset.num_classes),
+        feature_dims=(state_lib.feature_dims(self.model, self.dataset.spec, self.modalities,
+                                             self.preprocess)
+                      if self.method.requires_separable else ()))
     self.window = methods.window(self.hp)
     base = state_lib.base_optimizer(config.optimizer, self.steps_per_epoch, config.num_epochs,
                                     method=config.method, output_layer=OUTPUT_LAYER)
     self.tx = methods.make_tx(self.method, self.ctx, base, config)
-    # The dataset's device-side preprocessing (uint8 frames -> normalised floats), applied
-    # first inside every jitted step.
-    self.preprocess = getattr(self.dataset, "device_preprocess", None)
+    # self.preprocess: the dataset's device-side preprocessing (uint8 frames -> normalised
+    # floats), applied first inside every jitted step.
     self.train_step, self.eval_step = self.make_steps(self.method)
     self.labels: dict[str, np.ndarray] = {}   # split -> its labels, flat (set by evaluate)
     self.base_tx = base

@@ -99,6 +99,20 @@ def example_inputs(spec, modalities, batch_size: int = 2):
   return out
 
 
+def feature_dims(model, spec, modalities, preprocess=None) -> tuple[int, ...]:
+  """Each encoder's feature width of a separable model (traced with ``eval_shape``: nothing
+  runs)."""
+  inputs = example_inputs(spec, modalities)
+  if preprocess is not None:
+    inputs = preprocess(inputs)
+
+  def encode(x):
+    variables = model.init(jax.random.PRNGKey(0), x, False)
+    return model.apply(variables, x, False, method="encode")
+
+  return tuple(int(f.shape[-1]) for f in jax.eval_shape(encode, inputs))
+
+
 # Folded into the seed's key for ``model.init``'s re-draw: leaves the init/step split as is.
 REINIT_SALT = 0x1417
 
