@@ -30,6 +30,8 @@ the released AGM code, lihong2303/AGM_ICCV2023):
   one ``--alpha`` to every method and the baseline's value is not published;
 * MSLR initial coefficients audio 0.9, visual 1.1 — ``run/CREMAD_main.py``; MSES patience 80 —
   same file (``epoch - best > 80``);
+* PMR alpha 3.0, momentum 0.0 — PMR's README CREMA-D command; MMCosine scaling 10 — its
+  README CREMA-D command (the other methods' authors publish no CREMA-D value);
 * one frame per clip, as agm-jax's CREMA-D pipeline; the released loader's frame sampling is
   described in docs/REPRODUCE.md.
 """
@@ -62,4 +64,9 @@ def get_config():
   paper.late_heads(c)
   paper.released_rules(c, early=False)
   paper.released_baselines(c, mslr_init=(0.9, 1.1), mses_patience=80, ogm_alpha=0.8)
+  # The other balancing methods' CREMA-D values where their authors publish one: PMR's README
+  # command (fanyunfeng-bit/Modal-Imbalance-PMR: --alpha 3.0 --momentum_coef 0.0); MMCosine's
+  # README command (GeWu-Lab/MMCosine_ICASSP23: --scaling 10, the default section's).
+  c.pmr.alpha = 3.0
+  c.pmr.momentum = 0.0
   return c

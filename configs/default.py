@@ -8,7 +8,7 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
 opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util,
-pmr, mmcosine, cml, amco
+pmr, mmcosine, cml, amco, mmpareto
 (their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
@@ -185,6 +185,9 @@ def get_config():
   # dependent when its softmax share exceeds sigma (0.5); mask rate sin(pi/2 min(eps, l_t)/eps)
   # (eps 0.3); target "features" | "logits" (BalanceBenchmark). Needs a late-fusion head.
   c.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, target="features", **always))
+  # MMPareto (Wei & Hu, ICML 2024): gamma scales the integrated encoder gradients (1.5: the
+  # authors' code/MMPareto.py; BalanceBenchmark's alpha). Needs a late-fusion head.
+  c.mmpareto = ml_collections.ConfigDict(dict(gamma=1.5, **always))
 
   # UMT (Du et al., ICML 2023): CE + scaling * sum_m MSE(encoder m, its uni-modal teacher's);
   # scaling 10 (BalanceBenchmark trainer_config.yaml); teachers trained teacher_epochs epochs

@@ -14,10 +14,11 @@ from agm_jax import methods
 from agm_jax.methods import amco, cml, mmcosine, pmr
 from agm_jax.models import fusion
 from agm_jax.train import loop
+from agm_jax.transforms import pareto
 from configs import npz_mlp
 from tests.conftest import tiny_config
 
-NAMES = ("pmr", "mmcosine", "cml", "amco")
+NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto")
 
 
 # --------------------------------------------------------------------------- CML
@@ -224,7 +225,7 @@ def test_one_epoch_on_the_default_config_and_on_three_modalities(tmp_path, name)
   assert np.isfinite(summary["final"]["loss"])
 
 
-@pytest.mark.parametrize("name", ["mmcosine", "amco"])
+@pytest.mark.parametrize("name", ["mmcosine", "amco", "mmpareto"])
 def test_late_head_methods_reject_early_fusion(name):
   with pytest.raises(ValueError, match="supported fusions: sum, concat"):
     loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}))
@@ -237,3 +238,39 @@ def test_bad_settings_name_the_key():
     methods.hparams(methods.get("amco"), tiny_config(**{"amco.target": "both"}))
   with pytest.raises(ValueError, match="cml.pairs must be one of"):
     methods.hparams(methods.get("cml"), tiny_config(**{"cml.pairs": "some"}))
+
+
+# --------------------------------------------------------------------------- MMPareto
+
+
+def _pareto_tree(g_enc, g_head):
+  return {"encoders_0": {"w": jnp.asarray(g_enc, jnp.float32)},
+          "fusion": {"b": jnp.asarray(g_head, jnp.float32)}}
+
+
+def test_mmpareto_direction_by_hand():
+  tx = pareto.mmpareto(num_modalities=1, gamma=1.5)
+  # Conflicting: g_mm (1, 0), g_u (-1, 1): c = (2 + 1) / (1 + 2 + 2) = 0.6,
+  # d = 2 (0.6 g_mm + 0.4 g_u) = (0.4, 0.8), shorter than the plain sum (0, 1): rescaled to 1.
+  grads = _pareto_tree([[1.0, 0.0], [-1.0, 1.0]], [[1.0, 2.0], [3.0, 4.0]])
+  out, state = jax.jit(tx.update)(grads, tx.init(None))
+  np.testing.assert_allclose(out["encoders_0"]["w"], 1.5 * np.asarray([0.4, 0.8]) / np.sqrt(0.8),
+                             rtol=1e-5)
+  np.testing.assert_allclose(out["fusion"]["b"], [4.0, 6.0])      # the plain sum
+  np.testing.assert_allclose(state.weight, [0.6], rtol=1e-6)
+  np.testing.assert_allclose(state.cosine, [-1 / np.sqrt(2)], rtol=1e-6)
+  # The Pareto direction has the same inner product with both gradients.
+  d = np.asarray([0.4, 0.8])
+  assert np.isclose(d @ [1.0, 0.0], d @ [-1.0, 1.0])
+  # Agreeing: (1/2, 1/2): d = g_mm + g_u = (2, 1), as long as the plain sum: gamma d.
+  grads = _pareto_tree([[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]])
+  out, state = tx.update(grads, tx.init(None))
+  np.testing.assert_allclose(out["encoders_0"]["w"], [3.0, 1.5], rtol=1e-6)
+  np.testing.assert_allclose(state.weight, [0.5])
+  # Outside a window (active False): the plain sum everywhere, the state kept.
+  out, kept = tx.update(grads, state, active=False)
+  np.testing.assert_allclose(out["encoders_0"]["w"], [2.0, 1.0])
+  np.testing.assert_allclose(kept.weight, state.weight)
+  np.testing.assert_allclose(pareto.min_norm_weights(1.0, 2.0, 5.0), [0.999, 0.001], rtol=1e-4)
+  with pytest.raises(ValueError, match="leading axis of 2"):
+    tx.update({"encoders_0": {"w": jnp.ones((3, 2))}}, tx.init(None))

@@ -26,6 +26,7 @@ from agm_jax.methods import (
   greedy_util,
   joint,
   mmcosine,
+  mmpareto,
   moddrop,
   mses,
   mslr,
@@ -35,7 +36,6 @@ from agm_jax.methods import (
   opm,
   opm_ogm,
   pmr,
-  umt,
   unimodal,
 )
 from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window, from_section
@@ -43,8 +43,7 @@ from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
                                                gblending, greedy, greedy_util, moddrop,
-                                               feature_dropout, pmr, mmcosine, cml, amco,
-                                               umt)}
+                                               feature_dropout, pmr, mmcosine, cml, amco, mmpareto)}
 NAMES = tuple(REGISTRY)
 
 

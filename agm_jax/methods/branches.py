@@ -39,11 +39,14 @@ class FeatureStep(NamedTuple):
   extra: Any
 
 
-def feature_step(ctx, params, batch_stats, batch, rng,
-                 objective: Callable[..., tuple]) -> FeatureStep:
+def feature_step(ctx, params, batch_stats, batch, rng, objective: Callable[..., tuple], *,
+                 num_losses: int = 0) -> FeatureStep:
   """The gradient of ``objective(p, feats, fuse) -> (loss, Objective)``: ``feats`` the
   encoders' train-mode features of the batch (a tuple in modality order, with gradient),
-  ``fuse(features) -> (logits, batch_stats)`` the fusion head's train-mode pass."""
+  ``fuse(features) -> (logits, batch_stats)`` the fusion head's train-mode pass. With
+  ``num_losses=n`` the objective returns ``n`` losses ``(n,)`` and ``grads`` has each one's
+  gradient on a leading axis of ``n`` (one forward pass, ``n`` pullbacks; MMPareto); the
+  train line's ``loss`` is the first."""
   model, inputs, labels = ctx.model, inputs_of(batch), batch["label"]
   dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
   full_key = subsets.pass_key(dropout_key, 2**ctx.k - 1)   # as subsets.subset_forward's
@@ -61,7 +64,12 @@ def feature_step(ctx, params, batch_stats, batch, rng,
     loss, out = objective(p, feats, fuse)
     return loss, (feats, out)
 
-  (loss, (feats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  if num_losses:
+    loss, pullback, (feats, out) = jax.vjp(loss_fn, params, has_aux=True)
+    grads = jax.vmap(lambda c: pullback(c)[0])(jnp.eye(num_losses, dtype=loss.dtype))
+    loss = loss[0]
+  else:
+    (loss, (feats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   p0 = jax.lax.stop_gradient(params)
   feats = jax.lax.stop_gradient(feats)
   stats = out.batch_stats
