@@ -1,6 +1,6 @@
-"""PMR, MMCosine, CML and AMCo (issue 21): each formula against hand-computed values, the
-jitted step against the un-jitted one, a one-epoch run of each on the default config (two
-modalities) and on a three-modality npz folder."""
+"""The field's loss- and gradient-level balancing methods (issue 21: PMR, MMCosine, CML, AMCo,
+MMPareto, LFM, MBSD, InfoReg): each formula against hand-computed values, the jitted step
+against the un-jitted one on three modalities, a one-epoch run of each on the default config."""
 
 import json
 import os
@@ -8,17 +8,19 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from agm_jax import methods
-from agm_jax.methods import amco, cml, mmcosine, pmr
+from agm_jax.methods import amco, cml, inforeg, lfm, mbsd, mmcosine, pmr
 from agm_jax.models import fusion
 from agm_jax.train import loop
+from agm_jax.transforms import inforeg as inforeg_tx
 from agm_jax.transforms import pareto
 from configs import npz_mlp
 from tests.conftest import tiny_config
 
-NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto")
+NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto", "lfm", "mbsd", "inforeg")
 
 
 # --------------------------------------------------------------------------- CML
@@ -186,11 +188,23 @@ def _write_k3(folder):
   return folder
 
 
+def _k3_config(name, folder):
+  c = npz_mlp.get_config()
+  c.method, c.num_epochs, c.batch_size, c.eval_batch_size = name, 1, 32, 32
+  c.checkpoint_every_steps, c.competition.enabled = 0, False
+  c.data.dir = _write_k3(folder)
+  c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
+  if name == "inforeg":
+    c.inforeg.strength = (0.95, 0.1, 0.1)
+  return c
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_jitted_step_equals_the_eager_one(name):
-  run = loop.Run(_run_config(name))
+def test_three_modalities_jitted_step_equals_the_eager_one(tmp_path, name):
+  run = loop.Run(_k3_config(name, str(tmp_path / "data")))
   state = run.init_state()
   batch = next(run.train_batches(0))
+  assert run.ctx.k == 3
 
   def step(s, b):
     out = run.method.gradients(run.ctx, s.params, s.batch_stats, b, s.rng, True, s.opt_state)
@@ -201,31 +215,27 @@ def test_jitted_step_equals_the_eager_one(name):
     eager = step(state, batch)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
                jitted, eager)
+  assert {"acc/a", "acc/b", "acc/c"} <= set(jitted[1])
+
+
+LOGGED = {"pmr": "coeff", "amco": "dependent", "mmpareto": "weight", "inforeg": "strength"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_one_epoch_on_the_default_config_and_on_three_modalities(tmp_path, name):
-  summary = loop.train_and_evaluate(_run_config(name), str(tmp_path / "k2"))
+def test_one_epoch_on_the_default_config(tmp_path, name):
+  summary = loop.train_and_evaluate(_run_config(name), str(tmp_path))
   final = summary["final"]
   assert 0.0 <= final["acc"] <= 1.0 and np.isfinite(final["loss"])
   assert {"acc/audio", "acc/visual"} <= set(final)
-  logged = {"pmr": "coeff", "amco": "dependent"}.get(name)
-  if logged:
-    with open(tmp_path / "k2" / "metrics.jsonl") as f:
-      train = [json.loads(x) for x in f if '"train"' in x]
-    assert train and all(f"{logged}/audio" in line for line in train)
-  c = npz_mlp.get_config()
-  c.method, c.num_epochs, c.batch_size, c.eval_batch_size = name, 1, 32, 32
-  c.checkpoint_every_steps, c.competition.enabled = 0, False
-  c.data.dir = _write_k3(str(tmp_path / "data"))
-  c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
-  summary = loop.train_and_evaluate(c, str(tmp_path / "k3"))
-  assert {"acc/a", "acc/b", "acc/c"} <= set(summary["final"])
-  assert np.isfinite(summary["final"]["loss"])
+  with open(tmp_path / "metrics.jsonl") as f:
+    train = [json.loads(x) for x in f if '"train"' in x]
+  assert train and all(np.isfinite(line["loss"]) for line in train)
+  if name in LOGGED:
+    assert all(f"{LOGGED[name]}/audio" in line for line in train)
 
 
-@pytest.mark.parametrize("name", ["mmcosine", "amco", "mmpareto"])
+@pytest.mark.parametrize("name", ["mmcosine", "amco", "mmpareto", "lfm", "mbsd", "inforeg"])
 def test_late_head_methods_reject_early_fusion(name):
   with pytest.raises(ValueError, match="supported fusions: sum, concat"):
     loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}))
@@ -274,3 +284,70 @@ def test_mmpareto_direction_by_hand():
   np.testing.assert_allclose(pareto.min_norm_weights(1.0, 2.0, 5.0), [0.999, 0.001], rtol=1e-4)
   with pytest.raises(ValueError, match="leading axis of 2"):
     tx.update({"encoders_0": {"w": jnp.ones((3, 2))}}, tx.init(None))
+
+
+# --------------------------------------------------------------------------- LFM, MBSD, InfoReg
+
+
+def test_lfm_rules_by_hand():
+  np.testing.assert_allclose(lfm.fitted_cls_weight(0), 0.204623704, rtol=1e-6)
+  np.testing.assert_allclose(lfm.fitted_cls_weight(10), 0.2477589, rtol=1e-5)
+  p, q = _logits([[0.5, 0.5]]), _logits([[0.9, 0.1]])
+  np.testing.assert_allclose(lfm.js_divergence(p, q), 0.10175, rtol=1e-3)
+  np.testing.assert_allclose(lfm.alignment(jnp.stack([p, q])), 0.10175, rtol=1e-3)
+  np.testing.assert_allclose(lfm.alignment(jnp.stack([p, p, p])), 0.0, atol=1e-7)
+  state = lfm.LFMState(jnp.asarray(1), jnp.asarray(0.5), jnp.asarray(1e-4))
+  # h = 0.5 * 10 + 0.5 * (-20) = -5: a_align 0.5 + 1e-4 * 5
+  np.testing.assert_allclose(lfm.learned_update(state, 10.0, -20.0, 1).align_weight, 0.5005,
+                             rtol=1e-6)
+  halved = lfm.learned_update(state, 10.0, -20.0, 20)       # lr_alpha halves at epoch 20
+  np.testing.assert_allclose(halved.align_weight, 0.50025, rtol=1e-6)
+  np.testing.assert_allclose(halved.lr_alpha, 5e-5, rtol=1e-6)
+  top = lfm.learned_update(state._replace(align_weight=jnp.asarray(0.95)), 10.0, -20.0, 1)
+  np.testing.assert_allclose(top.align_weight, 0.95, rtol=1e-6)   # clipped
+
+
+def test_mbsd_terms_by_hand():
+  u_i = _logits([[0.7, 0.3], [0.2, 0.8]])
+  u_j = _logits([[0.4, 0.6], [0.3, 0.7]])
+  labels = jnp.asarray([0, 0])
+  w, rs, kl = mbsd.pair_terms(u_i, u_j, labels)
+  # example 0: i right (0.7), j wrong (0.4): w 0.3; example 1: both wrong: w 0.
+  np.testing.assert_allclose(w, [0.3, 0.0], atol=1e-6)
+  rs0 = np.mean([np.log(0.7 / 0.4) ** 2, np.log(0.3 / 0.6) ** 2])
+  np.testing.assert_allclose(rs[0], rs0, rtol=1e-5)
+  np.testing.assert_allclose(kl[0], 0.4 * (np.log(0.4) - 0.7), rtol=1e-5)
+  np.testing.assert_allclose(mbsd.distillation(jnp.stack([u_i, u_j]), labels),
+                             0.3 * (rs0 + 0.4 * (np.log(0.4) - 0.7)) / 2, rtol=1e-5)
+
+
+def test_inforeg_rules_by_hand():
+  strength = jnp.asarray([0.95, 0.1])
+  beta = inforeg.regulation(jnp.asarray([3.0, 2.5]), strength)
+  np.testing.assert_allclose(beta, [0.95 * np.exp(np.tanh(0.5)), 0.0], rtol=1e-6)
+  beta = inforeg.regulation(jnp.asarray([1.0, 2.0, 1.5]), jnp.asarray([1.0, 0.1, 2.0]))
+  np.testing.assert_allclose(beta, [0.0, 0.1 * np.exp(np.tanh(0.5)), 0.0], rtol=1e-6)
+  np.testing.assert_allclose(inforeg.regulation(jnp.asarray([1.0, 1.0]), strength), [0, 0])
+  # The window: traces 1, 2, 4 (one encoder): tr1 = 7/10, tr2 = 3/10, k = 4/7 > 0.05.
+  history = np.zeros((inforeg_tx.HISTORY, 1))
+  history[-3:, 0] = [1.0, 2.0, 4.0]
+  assert inforeg_tx.window_open(history, 3, 0)
+  history[-3:, 0] = [4.0, 4.0, 4.0]     # tr1 = 12/10, tr2 = 8/10: k = 1/3
+  assert inforeg_tx.window_open(history, 3, 0)
+  history[:, 0] = 4.0                   # flat for 11 epochs: k = 0
+  assert not inforeg_tx.window_open(history, 11, 0) and inforeg_tx.window_open(history, 0, 0)
+  # The transform: encoder 0 pulled back by 0.5 (theta - anchor); Fisher traces of the result.
+  params = {"encoders_0": {"w": jnp.asarray([[2.0, 3.0]])}, "encoders_1": {"w": jnp.ones((1, 2))},
+            "fusion": {"b": jnp.ones((2,))}}
+  tx = inforeg_tx.inforeg(optax.identity(), num_modalities=2)
+  state = tx.init(jax.tree.map(jnp.zeros_like, params))      # anchor: zeros
+  grads = jax.tree.map(jnp.ones_like, params)
+  out, state = tx.update(grads, state, params, strength=jnp.asarray([0.5, 0.0]))
+  np.testing.assert_allclose(out["encoders_0"]["w"], [[2.0, 2.5]])
+  np.testing.assert_allclose(out["encoders_1"]["w"], [[1.0, 1.0]])
+  np.testing.assert_allclose(out["fusion"]["b"], [1.0, 1.0])
+  np.testing.assert_allclose(state.fim, [(4.0 + 6.25) / 2, 1.0])
+  closed = inforeg_tx.epoch_update(state, params, modality=None)
+  assert int(closed.epochs) == 1 and float(closed.fim.sum()) == 0.0
+  np.testing.assert_allclose(closed.history[-1], [5.125, 1.0])
+  np.testing.assert_allclose(closed.anchor["encoders_0"]["w"], [[2.0, 3.0]])

@@ -24,7 +24,10 @@ from agm_jax.methods import (
   gblending,
   greedy,
   greedy_util,
+  inforeg,
   joint,
+  lfm,
+  mbsd,
   mmcosine,
   mmpareto,
   moddrop,
@@ -43,7 +46,8 @@ from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window
 REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_ge, ogm_ge,
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
                                                gblending, greedy, greedy_util, moddrop,
-                                               feature_dropout, pmr, mmcosine, cml, amco, mmpareto)}
+                                               feature_dropout, pmr, mmcosine, cml, amco, mmpareto,
+                                               lfm, mbsd, inforeg)}
 NAMES = tuple(REGISTRY)
 
 
