@@ -8,7 +8,7 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
 opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util,
-pmr, mmcosine, cml, amco, mmpareto
+pmr, mmcosine, cml, amco, mmpareto, lfm, mbsd, inforeg
 (their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
@@ -188,6 +188,17 @@ def get_config():
   # MMPareto (Wei & Hu, ICML 2024): gamma scales the integrated encoder gradients (1.5: the
   # authors' code/MMPareto.py; BalanceBenchmark's alpha). Needs a late-fusion head.
   c.mmpareto = ml_collections.ConfigDict(dict(gamma=1.5, **always))
+  # LFM (Yang et al., NeurIPS 2024): weights "fitted" (the authors' Crema_epoch.py: polynomial
+  # of the epoch) | "learned" (Crema_epoch_learnable.py: a hypergradient step per epoch of
+  # size lr_alpha, 1e-4 in both codes). Needs a late-fusion head.
+  c.lfm = ml_collections.ConfigDict(dict(weights="fitted", lr_alpha=1e-4, **always))
+  # MBSD (BalanceBenchmark's MBSD_trainer.py; methods/mbsd.py): only its window.
+  c.mbsd = ml_collections.ConfigDict(dict(**always))
+  # InfoReg (Huang et al., CVPR 2025): strength the regulation constant of each modality when
+  # it leads (0.95 audio, 0.1 visual: the authors' main.py); window_trace the encoder whose
+  # Fisher trace opens and closes the prime learning window ("auto": audio if present, as the
+  # code; "sum"; or a modality name). Needs a late-fusion head.
+  c.inforeg = ml_collections.ConfigDict(dict(strength=(0.95, 0.1), window_trace="auto"))
 
   # UMT (Du et al., ICML 2023): CE + scaling * sum_m MSE(encoder m, its uni-modal teacher's);
   # scaling 10 (BalanceBenchmark trainer_config.yaml); teachers trained teacher_epochs epochs
@@ -196,11 +207,13 @@ def get_config():
   # ReconBoost (Hua et al., ICML 2024): one modality's learner per stage with
   # ce_weight*CE - recon_weight*KL-reconcilement (5, 1: authors' train.py and BalanceBenchmark),
   # consolidation 0.5 (authors' alpha; its released gradient is zero: consolidation_grad
-  # False), then global rectification; boost_epochs / rectify_epochs per stage 1, 1
+  # False), then global rectification; reset_optimizer: momentum zeroed per phase (the
+  # authors' fresh SGD per phase); boost_epochs / rectify_epochs per stage 1, 1
   # (BalanceBenchmark's T_epochs; the authors' train.py 4, 4 over hundreds of stages).
   c.reconboost = ml_collections.ConfigDict(dict(ce_weight=5.0, recon_weight=1.0,
                                                 consolidation=0.5, consolidation_grad=False,
-                                                boost_epochs=1, rectify_epochs=1, **always))
+                                                reset_optimizer=True, boost_epochs=1,
+                                                rectify_epochs=1, **always))
   # MLA (Zhang et al., CVPR 2024): one modality per step through the late head tied into one
   # shared head (model.fusion "concat" or "sum", equal feature sizes); projection "replace"
   # (paper: g P) | "add" (BalanceBenchmark: g + g P); normalize: P / ||P||_F (both codes);
