@@ -8,7 +8,7 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
 opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util,
-pmr, mmcosine, cml, amco, mmpareto, lfm, mbsd, inforeg
+pmr, mmcosine, cml, amco, mmpareto, lfm, mbsd, inforeg, umt, reconboost, mla
 (their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
@@ -220,6 +220,7 @@ def get_config():
   # fusion "entropy" (paper: per example) | "entropy_batch" (authors' code) | "equal".
   c.mla = ml_collections.ConfigDict(dict(projection="replace", normalize=True,
                                          fusion="entropy"))
+
 
   # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the
   # released code's trace((R pinv(B)).T R)/K with B = cov(C)*N; l2 the ridge penalty (paper

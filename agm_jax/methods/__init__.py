@@ -28,6 +28,7 @@ from agm_jax.methods import (
   joint,
   lfm,
   mbsd,
+  mla,
   mmcosine,
   mmpareto,
   moddrop,
@@ -39,6 +40,8 @@ from agm_jax.methods import (
   opm,
   opm_ogm,
   pmr,
+  reconboost,
+  umt,
   unimodal,
 )
 from agm_jax.methods.base import Context, EvalOutput, Method, StepOutput, Window, from_section
@@ -47,7 +50,8 @@ REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_g
                                                ogm_ge_ra, ogm, opm, opm_ogm, mslr, mses,
                                                gblending, greedy, greedy_util, moddrop,
                                                feature_dropout, pmr, mmcosine, cml, amco, mmpareto,
-                                               lfm, mbsd, inforeg)}
+                                               lfm, mbsd, inforeg,
+                                               umt, reconboost, mla)}
 NAMES = tuple(REGISTRY)
 
 
