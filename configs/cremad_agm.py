@@ -31,7 +31,8 @@ the released AGM code, lihong2303/AGM_ICCV2023):
 * MSLR initial coefficients audio 0.9, visual 1.1 — ``run/CREMAD_main.py``; MSES patience 80 —
   same file (``epoch - best > 80``);
 * PMR alpha 3.0, momentum 0.0 — PMR's README CREMA-D command; MMCosine scaling 10 — its
-  README CREMA-D command (the other methods' authors publish no CREMA-D value);
+  README CREMA-D command; Re-learning 3, 20, 3 — its ``code/script/ours.sh`` (the other
+  methods' authors publish no CREMA-D value);
 * one frame per clip, as agm-jax's CREMA-D pipeline; the released loader's frame sampling is
   described in docs/REPRODUCE.md.
 """
@@ -69,4 +70,9 @@ def get_config():
   # README command (GeWu-Lab/MMCosine_ICASSP23: --scaling 10, the default section's).
   c.pmr.alpha = 3.0
   c.pmr.momentum = 0.0
+  # Diagnosing & Re-learning's CREMA-D command (GeWu-Lab/Diagnosing_Relearning_ECCV2024
+  # code/script/ours.sh: --move_lambda 3 --reinit_epoch 20 --reinit_num 3).
+  c.relearning.move_lambda = 3.0
+  c.relearning.reinit_epoch = 20
+  c.relearning.reinit_num = 3
   return c

@@ -41,6 +41,7 @@ from agm_jax.methods import (
   opm_ogm,
   pmr,
   reconboost,
+  relearning,
   umt,
   unimodal,
 )
@@ -51,7 +52,7 @@ REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_g
                                                gblending, greedy, greedy_util, moddrop,
                                                feature_dropout, pmr, mmcosine, cml, amco, mmpareto,
                                                lfm, mbsd, inforeg,
-                                               umt, reconboost, mla)}
+                                               umt, reconboost, mla, relearning)}
 NAMES = tuple(REGISTRY)
 
 

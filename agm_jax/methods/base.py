@@ -264,7 +264,8 @@ class Method:
   ``evaluate(ctx, params, batch_stats, batch) -> EvalOutput``;
   ``modalities(hp, fusion, data_modalities) -> (model_modalities, mono_modalities or None)``;
   ``epoch_end(ctx, state, epoch, evaluate) -> state`` after each epoch's evaluation, with
-  ``evaluate(split) -> (metrics, z, logits)`` (method state that must survive a restart
+  ``evaluate(split) -> (metrics, z, logits)`` and ``evaluate.labels(split)`` (the split's
+  labels in the same order) (method state that must survive a restart
   lives in the optimiser state, which is checkpointed); with ``trains_copies`` it is called
   with a further keyword ``copies`` (:class:`Copies`: train and evaluate copies of the state
   on the run's data, e.g. G-Blending's uni-modal copies); ``prepare(ctx, state, copies=…)

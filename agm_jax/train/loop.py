@@ -254,11 +254,13 @@ class Run:
 
 def _evaluator(run, host, evals):
   """``evaluate(split) -> (metrics, z, logits)`` for a method's ``epoch_end``: this epoch's
-  val and test results as computed, any other split evaluated on demand."""
+  val and test results as computed, any other split evaluated on demand;
+  ``evaluate.labels(split)``: the split's labels, in the order of ``z`` and ``logits``."""
   def evaluate(split: str):
     if split not in evals:
       evals[split] = run.evaluate(host, split)
     return evals[split]
+  evaluate.labels = lambda split: np.asarray(run.labels[split])
   return evaluate
 
 
