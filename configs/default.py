@@ -203,7 +203,10 @@ def get_config():
   # UMT (Du et al., ICML 2023): CE + scaling * sum_m MSE(encoder m, its uni-modal teacher's);
   # scaling 10 (BalanceBenchmark trainer_config.yaml); teachers trained teacher_epochs epochs
   # first (-1: the run's num_epochs, as a uni-modal run of the same settings).
-  c.umt = ml_collections.ConfigDict(dict(scaling=10.0, teacher_epochs=-1, **always))
+  # teachers "train" (copies trained in prepare) | "concepts" (the cached mono-modal concepts,
+  # shared with the competition probe; teacher_epochs must be -1).
+  c.umt = ml_collections.ConfigDict(dict(scaling=10.0, teacher_epochs=-1, teachers="train",
+                                         **always))
   # ReconBoost (Hua et al., ICML 2024): one modality's learner per stage with
   # ce_weight*CE - recon_weight*KL-reconcilement (5, 1: authors' train.py and BalanceBenchmark),
   # consolidation 0.5 (authors' alpha; its released gradient is zero: consolidation_grad

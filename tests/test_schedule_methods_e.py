@@ -293,3 +293,20 @@ def test_mla_one_vs_four_devices(runs, tmp_path):
           assert b[key] == value
         else:
           assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-5), (mode, key)
+
+
+def test_umt_teachers_from_the_cached_concepts(tmp_path):
+  """teachers="concepts": each teacher is the cached concept run's encoder (trained once into
+  the cache, then read back), and the run trains no copies."""
+  from agm_jax.train import competition  # noqa: PLC0415 - only this test reads the cache
+  c = tiny_config(method="umt", num_epochs=1, **{
+      "umt.teachers": "concepts", "competition.cache_dir": str(tmp_path / "cache")})
+  _, state, _ = loop.fit(c, str(tmp_path / "run"))
+  run = loop.Run(c)
+  teachers = carry_tx.get_carry(state.opt_state, umt.Teachers).encoders
+  for i, m in enumerate(run.modalities):
+    concept = competition.concept_params(c, m, run.dataset, fit=loop.fit, make_run=loop.Run)
+    jax.tree.map(np.testing.assert_array_equal, teachers[f"encoders_{i}"],
+                 concept["encoders_0"])
+  with pytest.raises(ValueError, match="teacher_epochs must be -1"):
+    loop.Run(_config("umt", **{"umt.teachers": "concepts", "umt.teacher_epochs": 2}))

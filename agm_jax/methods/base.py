@@ -101,6 +101,7 @@ class Context:
   seed: int = 0                         # the run's seed (noise keys in the optimiser state)
   mono_modalities: tuple[str, ...] | None = None   # eval's per-modality rows (default: all)
   num_classes: int = 0                  # the task's classes (0: not given)
+  steps_per_epoch: int = 0              # the run's training steps per epoch (0: not given)
   # each encoder's feature width D_m, in modality order, for a separable model (the trainer
   # fills it in; () when not given): the shapes of state a method keeps per modality
   feature_dims: tuple[int, ...] = ()
@@ -299,8 +300,12 @@ class Copies(NamedTuple):
   over a split by ``evaluate_fn`` (the signature of ``Method.evaluate``; ``metrics["loss"]``
   is the mean of its ``loss``). Pass the same function objects on every call: the steps
   compile once per function. ``num_epochs``: the run's epochs (no estimate is needed after
-  the last).
+  the last). ``concept(modality, seed) -> params``: the final parameters of modality m's
+  mono-modal concept of this run's settings with that seed (the competition probe's cached
+  concept run, trained first if missing; ``agm_jax.train.competition.concept_params``); None
+  where the trainer lends none.
   """
   train: Callable[..., Any]
   evaluate: Callable[..., Mapping[str, float]]
   num_epochs: int
+  concept: Callable[..., Any] | None = None

@@ -22,9 +22,9 @@ the mean ``r`` of this step's features (no gradient) by recursive least squares:
 
 (PyTorch's ``(K, D)`` weight; on Flax's ``(D, K)`` kernel this is ``P @ grad``), skipped at the
 run's first step (the code's ``exp_count == 0``); ``alpha = 0.1 ** (1 + j / n)`` with ``j`` the
-step's batch index in its epoch and ``n`` the steps per epoch (the code's ``lamda``). The step
-does not know ``n`` before the first epoch has ended, so the first epoch uses ``alpha = 0.1``
-(``j / n = 0``); from then on ``n`` is in the state. The bias's gradient is not modified.
+step's batch index in its epoch and ``n`` the steps per epoch (the code's ``lamda``; from
+``ctx.steps_per_epoch``; a context without it, e.g. a loop of your own, records ``n`` after the
+first epoch and uses ``alpha = 0.1`` until then). The bias's gradient is not modified.
 Note: the authors' GSPlugin matches the parameter name ``"module.weight"``, which a plain
 ``nn.Linear`` does not have, so their released projection may never run; BalanceBenchmark
 matches ``"weight"``.
@@ -82,7 +82,7 @@ def hparams(section) -> HParams:
 class MLAState(NamedTuple):
   count: jax.Array        # () int32: steps taken
   p: jax.Array            # (D, D) the projector
-  epoch_len: jax.Array    # () int32: steps per epoch (0 until the first epoch has ended)
+  epoch_len: jax.Array    # () int32: steps per epoch (0: not known yet)
   modality: jax.Array     # (k,) one-hot of the modality the last step trained (logged)
 
 
@@ -144,7 +144,7 @@ def make_tx(ctx, base):
   def init(params):
     d = _feature_size(params, kind, k)
     return MLAState(jnp.zeros((), jnp.int32), jnp.eye(d, dtype=jnp.float32),
-                    jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32))
+                    jnp.asarray(ctx.steps_per_epoch, jnp.int32), jnp.zeros((k,), jnp.float32))
   return carry_tx.with_carry(base, init, name="mla")
 
 

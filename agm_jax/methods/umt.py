@@ -26,12 +26,17 @@ teachers' forward runs BatchNorm on the batch's statistics (BalanceBenchmark's l
 are never switched to eval mode; the optimiser state cannot hold BatchNorm statistics, it is
 built from the parameters only). Teacher cost: ``k * teacher_epochs`` extra epochs.
 
-Reusing the competition probe's cached mono-modal concepts as teachers (the issue's "where the
-settings match") needs the trainer to lend ``prepare`` the concept run's final parameters; not
-done here (see the method's report in the issue).
+``teachers="concepts"`` reuses the competition probe's cached mono-modal concepts instead
+(``copies.concept``; trained once into the concept cache if missing, then shared by every run
+of the same settings, AGM's among them): a concept is exactly a uni-modal run of the run's
+settings (late fusion: encoder m and one linear layer; other fusions: the whole model with the
+other inputs zero-padded), trained for the run's ``num_epochs`` from its own initialisation
+(so ``teacher_epochs`` must be -1); the competition section's ``concept_seed``/``concept_pad``
+apply, and only ``concept_checkpoint="final"`` concepts keep their parameters.
 
 Config section ``umt``: ``scaling`` (10: BalanceBenchmark's ``trainer_config.yaml``; the
-paper's weight is not reproduced here), ``teacher_epochs``, ``start_epoch``, ``end_epoch``.
+paper's weight is not reproduced here), ``teacher_epochs``, ``teachers`` (``"train"``
+default, ``"concepts"``), ``start_epoch``, ``end_epoch``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agm_jax import shapley, subsets
 from agm_jax.methods import branches
@@ -53,11 +59,17 @@ from agm_jax.transforms import carry as carry_tx
 class HParams:
   scaling: float
   teacher_epochs: int
+  teachers: str
   window: Window
 
   def __post_init__(self):
     if self.scaling < 0:
       raise ValueError(f"scaling must be >= 0, got {self.scaling}")
+    if self.teachers not in TEACHERS:
+      raise ValueError(f"teachers must be one of {list(TEACHERS)}, got {self.teachers!r}")
+    if self.teachers == "concepts" and self.teacher_epochs != -1:
+      raise ValueError("teachers 'concepts' are the cached concept runs, trained for the run's "
+                       f"epochs: teacher_epochs must be -1, got {self.teacher_epochs}")
     if self.teacher_epochs < -1 or self.teacher_epochs == 0:
       raise ValueError(f"teacher_epochs must be >= 1 or -1 (the run's epochs), got "
                        f"{self.teacher_epochs}")
@@ -65,6 +77,9 @@ class HParams:
 
 def hparams(section) -> HParams:
   return from_section(HParams, section)
+
+
+TEACHERS = ("train", "concepts")
 
 
 class Teachers(NamedTuple):
@@ -170,8 +185,33 @@ def train_teachers(ctx, state, copies) -> Teachers:
   return Teachers(encoders)
 
 
+def concept_teachers(ctx, state, copies) -> Teachers:
+  """Each modality's teacher encoder from its cached mono-modal concept (``copies.concept``):
+  a late-fusion concept is one encoder (``encoders_0``), another fusion's the whole model
+  (``encoders_<i>``)."""
+  if copies.concept is None:
+    raise ValueError("umt.teachers 'concepts' needs the trainer's concept runs "
+                     "(Copies.concept); this loop lends none")
+  late = getattr(getattr(ctx.model, "fusion", None), "late", False)
+  encoders = {}
+  for i, m in enumerate(ctx.modalities):
+    params = copies.concept(m, ctx.seed)
+    teacher = params[encoder_key(0) if late else encoder_key(i)]
+    student = state.params[encoder_key(i)]
+    if jax.tree.structure(teacher) != jax.tree.structure(student) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(teacher),
+                                                   jax.tree.leaves(student))):
+      raise ValueError(f"the cached concept of {m!r} has another encoder than this model's; "
+                       "use umt.teachers='train'")
+    encoders[encoder_key(i)] = jax.tree.map(jnp.asarray, teacher)
+  return Teachers(encoders)
+
+
 def prepare(ctx, state, copies):
-  teachers = train_teachers(ctx, state, copies)
+  if ctx.hp.teachers == "concepts":
+    teachers = concept_teachers(ctx, state, copies)
+  else:
+    teachers = train_teachers(ctx, state, copies)
   opt_state = carry_tx.replace_carry(state.opt_state, Teachers, lambda _: teachers)
   return state.replace(opt_state=opt_state)
 

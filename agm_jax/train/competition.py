@@ -37,11 +37,13 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 
 from agm_jax import probe, shapley
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.train import atomic, lock, parallel
+from agm_jax.train.checkpoint import Checkpointer
 
 CACHE_VERSION = 1
 CHECKPOINTS = ("final", "best")
@@ -165,6 +167,27 @@ def concept_outputs(config, modality: str, dataset, *, fit) -> dict:
     return {"dep": f["dep"], "test": f["test"], "acc": float(f["acc"]), "cached": directory,
             "checkpoint": str(f["checkpoint"]) if "checkpoint" in f.files else "final",
             "epoch": int(f["epoch"]) if "epoch" in f.files else cc.num_epochs - 1}
+
+
+def concept_params(config, modality: str, dataset, *, fit, make_run) -> dict:
+  """Modality m's concept's final parameters (host arrays), trained first if the cache has
+  none (as :func:`concept_outputs`): its last checkpoint restored into ``make_run(concept
+  config, dataset=dataset)``'s state. Only ``concept_checkpoint="final"`` concepts keep the
+  parameters (a "best" concept keeps its logits only)."""
+  if config.competition.concept_checkpoint != "final":
+    raise ValueError("the concepts' parameters are kept for competition.concept_checkpoint="
+                     f"'final' only, not {config.competition.concept_checkpoint!r}")
+  found = concept_outputs(config, modality, dataset, fit=fit)
+  run = make_run(concept_config(config, modality), dataset=dataset)
+  ckpt = Checkpointer(os.path.join(found["cached"], "checkpoints"))
+  try:
+    state, step = ckpt.restore(run.dp.replicate(run.init_state()))
+  finally:
+    ckpt.close()
+  if step is None:
+    raise FileNotFoundError(f"the concept run in {found['cached']} has no checkpoint; delete "
+                            "the directory to train it again")
+  return jax.tree.map(np.asarray, run.dp.host_state(state).params)
 
 
 def _train_concept(config, modality: str, dataset, *, fit, directory: str) -> None:

@@ -4,6 +4,7 @@ metrics lines, checkpoints and resume. It knows no dataset by name: the data com
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -26,7 +27,7 @@ from agm_jax import metrics as metrics_lib
 from agm_jax.methods.base import Copies, check_task
 from agm_jax.models import build_model
 from agm_jax.models.classifier import OUTPUT_LAYER
-from agm_jax.train import guard, lock, parallel, per_method
+from agm_jax.train import competition, guard, lock, parallel, per_method
 from agm_jax.train import seeds as seeds_lib
 from agm_jax.train import state as state_lib
 from agm_jax.train.checkpoint import Checkpointer
@@ -138,7 +139,7 @@ class Run:
     self.ctx = methods.Context(
         self.model, self.modalities, self.hp, subsets.Settings(**config.subsets),
         axis_name=self.axis_name, seed=int(config.seed), mono_modalities=mono_mods,
-        num_classes=int(self.dataset.num_classes),
+        num_classes=int(self.dataset.num_classes), steps_per_epoch=int(self.steps_per_epoch),
         feature_dims=(state_lib.feature_dims(self.model, self.dataset.spec, self.modalities,
                                              self.preprocess)
                       if self.method.requires_separable else ()))
@@ -301,6 +302,15 @@ class _Copies:
     return run.evaluate(state, split, self._eval[evaluate])[0]
 
 
+  def concept(self, modality: str, seed: int):
+    """Modality m's concept's final parameters for this run's settings with ``seed``."""
+    config = copy.deepcopy(self.run.config)
+    with config.unlocked():
+      config.seed = int(seed)
+    return competition.concept_params(config, modality, self.run.dataset, fit=fit,
+                                      make_run=Run)
+
+
 def run_finished(state) -> bool:
   """Whether the method has ended the run: a node of the optimiser state with a true
   ``run_finished`` field (MSES once every branch has stopped). It is checkpointed, so a
@@ -378,7 +388,7 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   signals = guard.SignalCheckpoint()
   single = run.dp.process_count == 1
   copier = _Copies(run)
-  copies = Copies(copier.train, copier.evaluate, num_epochs)
+  copies = Copies(copier.train, copier.evaluate, num_epochs, copier.concept)
   flops, counted = None, False
   host = run.dp.host_state(state)
   hosts = seeds_lib.unstack(host, n) if stacked else [host]
