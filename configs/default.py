@@ -8,7 +8,7 @@ data_pipelines/synthetic.py). Runs in a few minutes on a laptop CPU:
 
 --config.method is one of joint, agm, unimodal, agm_1, agm_ge, ogm_ge, ogm_ge_ra, ogm, opm,
 opm_ogm, moddrop, feature_dropout, mslr, mses, gblending, greedy (on the mmtm fusion), greedy_util,
-pmr, mmcosine, cml, amco, mmpareto, lfm, mbsd, inforeg, umt, reconboost, mla, relearning
+pmr, mmcosine, cml, amco, mmpareto, lfm, mbsd, inforeg, umt, reconboost, mla, relearning, sample
 (their hyper-parameters: the sections of the same name below).
 The competition probe (mono-modal concepts + d^m per epoch) is on; the concepts are trained
 once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
@@ -228,6 +228,11 @@ def get_config():
   # |purity_train - purity_val|) (the authors' code/script/ours.sh for CREMA-D: 3, 20, 3;
   # 5 here so this 20-epoch run re-learns at epochs 5, 10, 15).
   c.relearning = ml_collections.ConfigDict(dict(move_lambda=3.0, reinit_epoch=5, reinit_num=3))
+  # Sample-level modality valuation (Wei et al., CVPR 2024): level "sample" | "modality"
+  # (BalanceBenchmark's configured method), part_ratio 0.2 and start_epoch 1 (its
+  # trainer_config.yaml); the re-sampled copies trained in-step (methods/sample.py).
+  c.sample = ml_collections.ConfigDict(dict(level="modality", part_ratio=0.2, start_epoch=1,
+                                            end_epoch=always["end_epoch"]))
 
   # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the
   # released code's trace((R pinv(B)).T R)/K with B = cov(C)*N; l2 the ridge penalty (paper

@@ -42,6 +42,7 @@ from agm_jax.methods import (
   pmr,
   reconboost,
   relearning,
+  sample,
   umt,
   unimodal,
 )
@@ -52,7 +53,7 @@ REGISTRY = {m.METHOD.name: m.METHOD for m in (joint, agm, unimodal, agm_1, agm_g
                                                gblending, greedy, greedy_util, moddrop,
                                                feature_dropout, pmr, mmcosine, cml, amco, mmpareto,
                                                lfm, mbsd, inforeg,
-                                               umt, reconboost, mla, relearning)}
+                                               umt, reconboost, mla, relearning, sample)}
 NAMES = tuple(REGISTRY)
 
 
