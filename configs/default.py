@@ -229,9 +229,12 @@ def get_config():
   # 5 here so this 20-epoch run re-learns at epochs 5, 10, 15).
   c.relearning = ml_collections.ConfigDict(dict(move_lambda=3.0, reinit_epoch=5, reinit_num=3))
   # Sample-level modality valuation (Wei et al., CVPR 2024): level "sample" | "modality"
-  # (BalanceBenchmark's configured method), part_ratio 0.2 and start_epoch 1 (its
-  # trainer_config.yaml); the re-sampled copies trained in-step (methods/sample.py).
-  c.sample = ml_collections.ConfigDict(dict(level="modality", part_ratio=0.2, start_epoch=1,
+  # ("modality": BalanceBenchmark's configured method), variant "authors" (benefit |S|·correct,
+  # the authors' code) | "toolkit" (BalanceBenchmark's correct), alpha 1 (the authors'
+  # modality_level.py default), part_ratio 0.2 (both codes) and start_epoch 1 (BalanceBenchmark's
+  # modulation_starts); the re-sampled copies trained in-step (methods/sample.py).
+  c.sample = ml_collections.ConfigDict(dict(level="modality", variant="authors", alpha=1.0,
+                                            part_ratio=0.2, start_epoch=1,
                                             end_epoch=always["end_epoch"]))
 
   # Competition strength d^m (agm_jax/train/competition.py): whitened False = eq. 13, True = the

@@ -1,50 +1,69 @@
-"""Sample-level modality valuation and re-sampling (Wei, Feng, Lin, Hu, "Enhancing Multimodal
-Cooperation via Sample-level Modality Valuation", CVPR 2024; BalanceBenchmark
-``balancemm/trainer/Sample_trainer.py``, ``balancemm/evaluation/modalitys.py``
-``Calculate_Shapley_Sample``, ``balancemm/datasets/__init__.py``
-``create_dataset_sample_level`` / ``create_dataset_modality_level``).
+"""Sample-level modality valuation and re-sampling (Wei, Feng, Wang, Hu, "Enhancing Multimodal
+Cooperation via Sample-level Modality Valuation", CVPR 2024, arXiv 2309.06255; the authors'
+``code/sample_level.py``, ``code/modality_level.py``, ``code/datasets/dataloader.py``;
+BalanceBenchmark ``balancemm/trainer/Sample_trainer.py``, ``evaluation/modalitys.py``
+``Calculate_Shapley_Sample``, ``datasets/__init__.py`` ``create_dataset_sample_level`` /
+``create_dataset_modality_level``).
 
-**Valuation.** Each example's contribution of modality m is the Shapley value of the
-correctness of the model's prediction over the modality subsets: ``v_i(S) = 1`` when the model
-with only the modalities of S present (the others zero-padded, agm-jax's 2**k subset passes)
-predicts ``y_i``, ``v_i({}) = 0``; ``phi_i^m = sum_{S without m} w(|S|) (v_i(S + m) -
-v_i(S))`` (``shapley.coefficients``; :func:`sample_contributions`).
+**Valuation.** Example i's contribution of modality m is the Shapley value of the benefit of
+the modality subsets: ``phi_i^m = sum_{S without m} w(|S|) (v_i(S + m) - v_i(S))``, ``w(n) =
+n! (k-n-1)! / k!``, ``v_i({}) = 0``, where ``correct_i(S)`` says whether the model with only
+the modalities of S present (the others padded: agm-jax's 2**k subset passes) predicts
+``y_i`` (``shapley.coefficients``; :func:`sample_contributions`). The benefit (option
+``variant``):
 
-**Re-sampling.** The toolkit rebuilds the training set after every epoch (from epoch
-``start_epoch`` on) with extra copies of examples in which only the low-contribution modality
-is present (the others zeroed):
+* ``"authors"`` (default): ``v_i(S) = |S| correct_i(S)`` -- the authors' code scores the full
+  pair 2 and each single modality 1 when right, so a fully cooperative example gives every
+  modality 1, the "ideal" value behind ``gap = 1 - phi`` and the thresholds below;
+* ``"toolkit"``: ``v_i(S) = correct_i(S)`` (BalanceBenchmark).
 
-* ``level="sample"``: example i gets, for each modality m, ``c_i^m`` copies with only m present:
-  3 when ``phi_i^m < -0.1``, 2 when ``-0.1 < phi_i^m < 0.4``, 1 when ``0.4 < phi_i^m < 1``, none
-  otherwise (:func:`sample_copies`; the toolkit's thresholds);
-* ``level="modality"``: from the mean contributions ``phi^m`` of a ``part_ratio`` draw of the
-  examples, ``gap_m = 1 - phi^m`` and ``d = (2/3) sum_{m != n} |gap_m - gap_n| / (k - 1)``;
-  ``d N`` random examples get one copy with only the modality of the largest gap present
-  (:func:`modality_resampling`; the toolkit's ``func="linear"``).
+**Re-sampling** (option ``level``). Both codes rebuild the training set after every epoch from
+the warm-up on, adding copies of examples in which only the low-contribution modality is
+present (the others zeroed):
 
-agm-jax's loader keeps one data order per epoch (shared by every method and by the vmapped
-seeds), so the copies are trained in-step instead: each step values its own examples with the
-subset passes it runs anyway (train mode, the current parameters) and adds the copies' losses,
-the cross-entropy of the subset pass with only m present, with their counts as weights::
+* ``level="sample"``: example i gets ``c_i^m`` copies with only modality m present: 3 when
+  ``phi_i^m < -0.1``, 2 when ``-0.1 < phi_i^m < 0.4``, 1 when ``0.4 < phi_i^m < u``, none
+  otherwise; ``u`` = 0.9 (authors) or 1 (toolkit) (:func:`sample_copies`);
+* ``level="modality"``: from the mean contributions ``phi^m`` over a ``part_ratio`` draw of the
+  training examples, ``gap_m = 1 - phi^m`` and ``d = alpha (2/3) sum_{m<n} |gap_m - gap_n| /
+  (k - 1)`` (authors; at k = 2 their ``alpha (2/3) |gap_a - gap_v|``): ``d N`` random examples
+  get one copy with only the modality of the largest gap present. The toolkit sums over
+  ordered pairs (twice the authors' d at k = 2; it never reads its configured ``alpha``, here
+  ``alpha`` scales both) and gives each drawn example one copy per modality m, keeping the
+  modalities whose gap is at least ``gap_m`` (:func:`modality_copies`).
 
-    L = (sum_i CE(V[full]_i) + sum_i sum_m c_i^m CE(V[{m}]_i)) / (B + sum_i sum_m c_i^m)
+**In-step.** agm-jax's loader keeps one data order per epoch (shared by every method and by the
+vmapped seeds), so the copies are trained in-step: each copy of example i with subset S present
+is the subset pass V[S] the step computes anyway, weighted by its count ``W[S, i]``::
 
-(``level="modality"``: ``c_i^{m*} = d`` for every example, the expected number of copies). This
-is the expected loss of an epoch over the enlarged training set; what differs: the toolkit
-values every example once per epoch in eval mode before re-sampling, agm-jax values it when it
-is trained; its copies fill their own batches. Inside the window only (``start_epoch`` 1: the
-toolkit's ``modulation_starts``); outside it the plain cross-entropy. Any fusion, any k >= 2.
+    L = (sum_i CE(V[full]_i) + sum_{S,i} W[S, i] CE(V[S]_i)) / (B + sum W)
+
+(the denominator summed over devices), the expected loss of an epoch over the enlarged set.
+``level="sample"`` values each example when it is trained (train mode, current parameters)
+where both codes value the whole set once per epoch in eval mode (the toolkit's
+``Calculate_Shapley_Sample`` never clears its cache, so every batch reuses the first batch's
+subset predictions; here each batch has its own); ``level="modality"`` uses
+the previous epoch's mean ``phi^m`` over a Bernoulli(``part_ratio``) draw of its examples,
+kept in the optimiser state (:class:`SampleState`; before the first epoch ends the running
+mean so far), ``W[S, i]`` the expected copies ``d`` of every example. Inside the window only
+(``start_epoch`` 1: the toolkit's ``modulation_starts``); outside it the plain cross-entropy
+(the contributions still accumulate). Any fusion, any k >= 2.
+
 Config section ``sample``: ``level`` (``"modality"``: BalanceBenchmark's configured method),
-``part_ratio`` (0.2), ``start_epoch``, ``end_epoch``. The train lines log ``phi/<m>`` (the
-batch's mean contribution), ``copies`` (extra copies per example) and ``resampled_loss``.
+``variant``, ``alpha`` (1: the authors' default; the toolkit configures 0.5 and never reads
+it), ``part_ratio`` (0.2), ``start_epoch``, ``end_epoch``. The train lines log ``phi/<m>`` (the
+batch's mean contribution), ``contribution/<m>`` (the last finished epoch's mean; 0 before
+the first epoch ends), ``copies`` (extra copies per example) and ``resampled_loss``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agm_jax import shapley
 from agm_jax.methods.base import (
@@ -56,21 +75,31 @@ from agm_jax.methods.base import (
   shapley_metrics,
   subset_step,
 )
+from agm_jax.transforms import carry as carry_tx
 
 LEVELS = ("sample", "modality")
-# create_dataset_sample_level's thresholds: (upper bound of the interval, copies), lowest first.
-COPIES = ((-0.1, 3), (0.4, 2), (1.0, 1))
+VARIANTS = ("authors", "toolkit")
+# The copy thresholds: (upper bound of the open interval, copies), lowest first; the last
+# bound is the authors' 0.9 or the toolkit's 1.
+THRESHOLDS = {"authors": ((-0.1, 3), (0.4, 2), (0.9, 1)),
+              "toolkit": ((-0.1, 3), (0.4, 2), (1.0, 1))}
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
   level: str
+  variant: str
+  alpha: float
   part_ratio: float
   window: Window
 
   def __post_init__(self):
     if self.level not in LEVELS:
       raise ValueError(f"level must be one of {list(LEVELS)}, got {self.level!r}")
+    if self.variant not in VARIANTS:
+      raise ValueError(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
+    if self.alpha < 0:
+      raise ValueError(f"alpha must be >= 0, got {self.alpha}")
     if not 0.0 < self.part_ratio <= 1.0:
       raise ValueError(f"part_ratio must be in (0, 1], got {self.part_ratio}")
 
@@ -79,73 +108,161 @@ def hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
-def sample_contributions(v: jax.Array, labels: jax.Array) -> jax.Array:
-  """``(k, B)`` per-example Shapley values of the correctness of the subset logits ``v``
-  ``(2**k, B, K)`` (the empty subset counts as wrong)."""
+class SampleState(NamedTuple):
+  sums: jax.Array          # (k,) this epoch's summed contributions of the drawn examples
+  count: jax.Array         # () this epoch's drawn examples
+  contribution: jax.Array  # (k,) the last finished epoch's mean contribution phi^m
+  ready: jax.Array         # () bool: whether ``contribution`` holds an epoch's estimate
+
+
+def init_state(k: int) -> SampleState:
+  return SampleState(jnp.zeros((k,), jnp.float32), jnp.zeros((), jnp.float32),
+                     jnp.zeros((k,), jnp.float32), jnp.zeros((), bool))
+
+
+def make_tx(ctx, base):
+  state = init_state(ctx.k)
+  return carry_tx.with_carry(base, lambda params: state, name="sample")
+
+
+def subset_sizes(k: int) -> np.ndarray:
+  """``(2**k,)`` the number of modalities in each subset row."""
+  return shapley.subset_masks(k).sum(-1).astype(np.float32)
+
+
+def sample_contributions(v: jax.Array, labels: jax.Array, variant: str) -> jax.Array:
+  """``(k, B)`` per-example Shapley values of the benefit of the subset logits ``v``
+  ``(2**k, B, K)`` (``variant``: ``|S| correct`` or ``correct``; the empty subset is 0)."""
   k = v.shape[0].bit_length() - 1
-  correct = (jnp.argmax(v, -1) == labels[None]).astype(jnp.float32)     # (2**k, B)
-  return jnp.asarray(shapley.coefficients(k)) @ correct
+  benefit = (jnp.argmax(v, -1) == labels[None]).astype(jnp.float32)     # (2**k, B)
+  if variant == "authors":
+    benefit = benefit * jnp.asarray(subset_sizes(k))[:, None]
+  return jnp.asarray(shapley.coefficients(k)) @ benefit
 
 
-def sample_copies(phi: jax.Array) -> jax.Array:
-  """``(k, B)`` copies per example and modality (the toolkit's thresholds, open intervals)."""
+def sample_copies(phi: jax.Array, variant: str) -> jax.Array:
+  """``(k, B)`` copies per modality and example (open intervals, as both codes)."""
   out = jnp.zeros(phi.shape, jnp.float32)
   lower = -jnp.inf
-  for upper, n in COPIES:
+  for upper, n in THRESHOLDS[variant]:
     out = jnp.where((phi > lower) & (phi < upper), float(n), out)
     lower = upper
   return out
 
 
-def modality_resampling(phi: jax.Array, sample_key, part_ratio: float) -> tuple[jax.Array,
-                                                                               jax.Array]:
-  """``((k,) expected copies per example of each modality, (k,) mean contributions)``: the
-  mean ``phi^m`` over a ``part_ratio`` draw of the batch's examples (with replacement, as
-  ``np.random.choice``), ``gap = 1 - phi^m``, ``d = (2/3) sum_{m != n} |gap_m - gap_n| /
-  (k - 1)``, all ``d`` on the modality of the largest gap."""
+def single_rows(k: int) -> np.ndarray:
+  """The subset rows with one modality present, in modality order."""
+  return np.asarray([1 << m for m in range(k)])
+
+
+def modality_copies(contribution: jax.Array, alpha: float, variant: str) -> jax.Array:
+  """``(2**k,)`` expected copies per example of each subset from the mean contributions
+  ``(k,)``: ``gap = 1 - phi^m``, ``d = alpha (2/3) sum_{pairs} |gap_m - gap_n| / (k - 1)``
+  (unordered pairs, all ``d`` on the largest gap's modality alone: authors; ordered pairs,
+  ``d`` on each modality m's subset ``{n: gap_n >= gap_m}``: toolkit)."""
+  k = contribution.shape[0]
+  gap = 1.0 - contribution
+  pairs = jnp.abs(gap[:, None] - gap[None, :]).sum()        # ordered pairs
+  if variant == "authors":
+    pairs = pairs / 2.0
+  d = alpha * pairs / (k - 1) * 2.0 / 3.0
+  if variant == "authors":
+    rows = jnp.asarray(single_rows(k))
+    return jnp.zeros((2 ** k,), jnp.float32).at[rows[jnp.argmax(gap)]].add(d)
+  bits = jnp.asarray(1 << np.arange(k))
+  keep = gap[None, :] >= gap[:, None]                         # (m, n): n kept in m's copy
+  rows = (keep * bits[None, :]).sum(-1)
+  return jnp.zeros((2 ** k,), jnp.float32).at[rows].add(d)
+
+
+def loss(v: jax.Array, labels: jax.Array, weights: jax.Array, axis_name=None) -> jax.Array:
+  """``(sum_i CE(V[full]_i) + sum_{S,i} W[S,i] CE(V[S]_i)) / (B + sum W)``, ``weights``
+  ``(2**k, B)``; under ``axis_name`` the denominator is the devices' total over their number,
+  so that the mean over devices is the one-device loss."""
+  ce = shapley.cross_entropy(v.astype(jnp.float32), labels[None])           # (2**k, B)
+  numerator = ce[-1].sum() + (weights * ce).sum()
+  denominator = labels.shape[0] + weights.sum()
+  if axis_name is not None:
+    denominator = jax.lax.pmean(denominator, axis_name)
+  return numerator / denominator
+
+
+def accumulate(state: SampleState, phi: jax.Array, draw: jax.Array, axis_name=None
+               ) -> SampleState:
+  """``state`` with the drawn examples' (``draw`` (B,) bool) contributions added."""
+  sums = (phi * draw[None]).sum(-1)
+  count = draw.sum().astype(jnp.float32)
+  if axis_name is not None:
+    sums, count = jax.lax.psum((sums, count), axis_name)
+  return state._replace(sums=state.sums + sums, count=state.count + count)
+
+
+def draw_examples(key, part_ratio: float, b: int, axis_name=None) -> jax.Array:
+  """``(b,)`` bool: a Bernoulli(``part_ratio``) draw of the batch's examples; under ``pmap``
+  each device's slice of the draw over the whole batch (the key is replicated), so that the
+  draw is the one-device draw."""
+  if axis_name is None:
+    return jax.random.bernoulli(key, part_ratio, (b,))
+  devices = jax.lax.axis_size(axis_name)
+  full = jax.random.bernoulli(key, part_ratio, (devices * b,))
+  return jax.lax.dynamic_slice(full, (jax.lax.axis_index(axis_name) * b,), (b,))
+
+
+def estimate(state: SampleState) -> jax.Array:
+  """The contributions a step uses: the last epoch's, or before the first epoch ended the
+  running mean so far."""
+  running = state.sums / jnp.maximum(state.count, 1.0)
+  return jnp.where(state.ready, state.contribution, running)
+
+
+def epoch_update(state: SampleState) -> SampleState:
+  """The end of an epoch: its mean contribution becomes the estimate (kept when no example
+  was drawn), the sums reset."""
+  seen = state.count > 0
+  mean = state.sums / jnp.maximum(state.count, 1.0)
+  return SampleState(jnp.zeros_like(state.sums), jnp.zeros_like(state.count),
+                     jnp.where(seen, mean, state.contribution), state.ready | seen)
+
+
+def copy_weights(hp: HParams, phi: jax.Array, state: SampleState) -> jax.Array:
+  """``(2**k, B)`` the extra copies of each subset pass of each example."""
   k, b = phi.shape
-  num = max(1, int(b * part_ratio))
-  pick = jax.random.randint(sample_key, (num,), 0, b)
-  mean = phi[:, pick].mean(-1)
-  gap = 1.0 - mean
-  diff = jnp.abs(gap[:, None] - gap[None, :]).sum() / (k - 1) * 2.0 / 3.0
-  return jnp.where(jnp.arange(k) == jnp.argmax(gap), diff, 0.0), mean
-
-
-def loss(v: jax.Array, labels: jax.Array, copies: jax.Array) -> jax.Array:
-  """``(sum_i CE(V[full]_i) + sum_{i,m} c_i^m CE(V[{m}]_i)) / (B + sum c)``."""
-  k = copies.shape[0]
-  full = shapley.cross_entropy(v[-1].astype(jnp.float32), labels)                 # (B,)
-  alone = shapley.cross_entropy(v[jnp.asarray([1 << m for m in range(k)])].astype(jnp.float32),
-                                labels[None])                                     # (k, B)
-  return (full.sum() + (copies * alone).sum()) / (labels.shape[0] + copies.sum())
+  if hp.level == "sample":
+    rows = jnp.asarray(single_rows(k))
+    return jnp.zeros((2 ** k, b), jnp.float32).at[rows].set(sample_copies(phi, hp.variant))
+  per_subset = modality_copies(estimate(state), hp.alpha, hp.variant)
+  return jnp.broadcast_to(per_subset[:, None], (2 ** k, b))
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
-  del opt_state
-  labels = batch["label"]
+  hp, labels = ctx.hp, batch["label"]
+  state = carry_tx.get_carry(opt_state, SampleState)
   draw_key, pass_key = jax.random.split(rng)
   v, pullback, aux = subset_step(ctx, params, batch_stats, batch, pass_key)
   v0 = jax.lax.stop_gradient(v)
-  phi = sample_contributions(v0, labels)
-  if ctx.hp.level == "sample":
-    copies, mean_phi = sample_copies(phi), phi.mean(-1)
-  else:
-    per_modality, mean_phi = modality_resampling(phi, draw_key, ctx.hp.part_ratio)
-    copies = jnp.broadcast_to(per_modality[:, None], phi.shape)
-  copies = jnp.where(active, copies, 0.0)
-  value, cotangent = jax.value_and_grad(lambda x: loss(x, labels, copies))(
+  phi = sample_contributions(v0, labels, hp.variant)
+  draw = draw_examples(draw_key, hp.part_ratio, labels.shape[0], ctx.axis_name)
+  new = accumulate(state, phi, draw, ctx.axis_name)
+  weights = jnp.where(active, copy_weights(hp, phi, new), 0.0)
+  value, cotangent = jax.value_and_grad(lambda x: loss(x, labels, weights, ctx.axis_name))(
       v.astype(jnp.float32))
   grads = pullback(cotangent.astype(v.dtype))
   logits = v0[-1].astype(jnp.float32)
   metrics = shapley_metrics(v0, shapley.cross_entropy(logits, labels).mean(), logits, labels,
                             ctx.modalities)
-  metrics["copies"] = copies.sum(0).mean()
+  metrics["copies"] = weights.sum(0).mean()
   for i, m in enumerate(ctx.modalities):
-    metrics[f"phi/{m}"] = mean_phi[i]
+    metrics[f"phi/{m}"] = phi[i].mean()
   metrics.update(aux_metrics(aux))
   metrics["resampled_loss"] = value
-  return StepOutput(grads, {}, aux.batch_stats, metrics)
+  return StepOutput(grads, {"carry": new}, aux.batch_stats, metrics)
 
 
-METHOD = Method(name="sample", hparams=hparams, gradients=gradients)
+def epoch_end(ctx, state, epoch, evaluate):
+  del ctx, epoch, evaluate
+  return state.replace(opt_state=carry_tx.replace_carry(state.opt_state, SampleState,
+                                                        epoch_update))
+
+
+METHOD = Method(name="sample", hparams=hparams, gradients=gradients, make_tx=make_tx,
+                logged_state=("contribution",), epoch_end=epoch_end)
