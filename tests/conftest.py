@@ -221,11 +221,14 @@ def launch_in_process(workdir, *extra, config="default.py", check=False):
 
 # --------------------------------------------------------------------------- scheduling
 
-# The modules with the longest single tests (multi-process runs, forced-device and signalled
+# The longest modules, longest first (multi-process runs, forced-device and signalled
 # subprocesses, the ResNet compiles) start first: with pytest-xdist's ``--dist loadscope``
 # (whole modules per worker, in this order) the two workers then finish together.
-START_FIRST = ("test_multiprocess.py", "test_parallel.py", "test_reliability.py",
-               "test_speed.py")
+START_FIRST = ("test_multiprocess.py", "test_methods.py", "test_reliability.py",
+               "test_faults.py", "test_table4_models.py", "test_schedule_methods_e.py",
+               "test_balance_methods_c.py", "test_train.py", "test_speed.py",
+               "test_sample_method.py", "test_pipeline_speed.py", "test_parallel.py",
+               "test_competition.py", "test_seeds.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -432,14 +432,18 @@ def test_hyper_parameters_come_from_one_section():
     methods.hparams(methods.get("opm"), tiny_config(**{"opm.p_exe": 1.5}))
 
 
-@pytest.mark.parametrize("bn", ["batch", "eval"])
-def test_every_method_honours_the_subsets_section(bn, monkeypatch):
+def test_every_method_honours_the_subsets_section(monkeypatch):
   """Every method that runs masked passes runs them as the `subsets` section says (traced
-  with eval_shape: nothing compiles)."""
+  with eval_shape: nothing compiles). The section carries a marker mode that no code could
+  hard-code ("eval"-like for the passes), so a method that ignored the section and passed
+  "eval" or "batch" itself would show up."""
+  bn = "marker"
+  monkeypatch.setattr(subsets, "SUBSET_BN", (*subsets.SUBSET_BN, bn))
   seen = []
   real = subsets.masked_train_mode
   monkeypatch.setattr(subsets, "masked_train_mode",
-                      lambda train, mode, stats: seen.append(mode) or real(train, mode, stats))
+                      lambda train, mode, stats: seen.append(mode) or
+                      real(train, "eval" if mode == bn else mode, stats))
   data = data_pipelines.load(tiny_config().data)
   for name in methods.NAMES:
     if name == "unimodal":   # one modality: no masked passes
