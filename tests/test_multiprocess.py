@@ -1,8 +1,9 @@
 """Multi-process runs on localhost (jax.distributed, CPU collectives over gloo) against one
 process: the same metrics, concepts and checkpoints; a signal to one process stops both at the
-same step, and the pair resumes. The multi-process runs are ``launch.py`` in subprocesses,
-the one-process reference and the error check run launch's main in-process; all on a tiny
-synthetic task and MLP."""
+same step, and the pair resumes (in the other parallel mode, on more devices: checkpoints are
+written in one layout whatever the topology). The multi-process runs are ``launch.py`` in
+subprocesses, the one-process reference and the error check run launch's main in-process; all on
+a tiny synthetic task and MLP."""
 
 import json
 import os
@@ -109,18 +110,13 @@ def one_process(tmp_path_factory):
   return workdir, cache
 
 
-@pytest.fixture(scope="module")
-def two_process_cache(tmp_path_factory):
-  """The concept cache of the two-process runs (the first one trains the concepts)."""
-  return str(tmp_path_factory.mktemp("cache_two"))
-
-
 @pytest.mark.slow
-def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process,
-                                                           two_process_cache):
-  """sharding mode, 2 processes × 1 device: SIGTERM to process 1 only stops both at the
-  same step with one checkpoint; the pair resumes and ends where one process does."""
-  workdir, cache = str(tmp_path / "two"), two_process_cache
+def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process):
+  """sharding mode, 2 processes × 1 device (coordinator given by flags): SIGTERM to process 1
+  only stops both at the same step with one checkpoint. The pair resumes in pmap mode,
+  2 processes × 2 devices, the coordinator given by the JAX_* variables, and ends where one
+  process does."""
+  workdir, cache = str(tmp_path / "two"), str(tmp_path / "cache_two")
   procs = start(workdir, cache)
   wait_for_checkpoint(workdir, procs[0])
   procs[1].send_signal(signal.SIGTERM)
@@ -129,7 +125,8 @@ def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process
   assert "a signal to another process: saved a checkpoint at step" in out0, out0[-2000:]
   stopped = int(out0.split("saved a checkpoint at step ")[1].split()[0])
   assert stopped % 4 == 0 and stopped < 36   # at a log line, where the processes agree
-  (out0, _), _ = finish(start(workdir, cache))
+  (out0, _), _ = finish(start(workdir, cache, "--config.parallel.mode=pmap", devices=2,
+                              use_env=True))
   assert f"Resuming from checkpoint at step {stopped}" in out0
   assert "final test" in out0
   assert_same_run(workdir, one_process[0])
@@ -137,15 +134,6 @@ def test_two_processes_match_one_and_resume_after_a_signal(tmp_path, one_process
     summary = json.load(f)
   assert {"competition/audio", "competition/visual"} <= set(summary["final"])
   assert set(os.listdir(cache)) == set(os.listdir(one_process[1]))   # the same concept keys
-
-
-@pytest.mark.slow
-def test_two_processes_pmap_from_environment(tmp_path, one_process, two_process_cache):
-  """pmap mode, 2 processes × 2 devices, the coordinator given by JAX_* variables."""
-  workdir = str(tmp_path / "pmap")
-  finish(start(workdir, two_process_cache, "--config.parallel.mode=pmap", devices=2,
-               use_env=True))
-  assert_same_run(workdir, one_process[0])
 
 
 def test_incomplete_multiprocess_settings_are_one_line_errors(tmp_path, monkeypatch):
