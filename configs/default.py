@@ -217,11 +217,16 @@ def get_config():
                                                 consolidation=0.5, consolidation_grad=False,
                                                 reset_optimizer=True, boost_epochs=1,
                                                 rectify_epochs=1, **always))
-  # MLA (Zhang et al., CVPR 2024): one modality per step through the late head tied into one
-  # shared head (model.fusion "concat" or "sum", equal feature sizes); projection "replace"
-  # (paper: g P) | "add" (BalanceBenchmark: g + g P); normalize: P / ||P||_F (both codes);
-  # fusion "entropy" (paper: per example) | "entropy_batch" (authors' code) | "equal".
-  c.mla = ml_collections.ConfigDict(dict(projection="replace", normalize=True,
+  # MLA (Zhang et al., CVPR 2024): one modality per optimiser step through the late head tied
+  # into one shared head (model.fusion "concat" or "sum", equal feature sizes); alternation
+  # "batch" (authors' main.py and BalanceBenchmark: k optimiser steps per batch, one per
+  # modality) | "step" (one modality per batch); untrained "skip" (PyTorch >= 2.0's step: the
+  # other encoders untouched) | "zero" (zero gradient: momentum and weight decay act);
+  # projection "replace" (paper: g P) | "add" (BalanceBenchmark: g + g P); normalize:
+  # P / ||P||_F (both codes); fusion "entropy" (paper: per example) | "entropy_batch"
+  # (authors' code) | "equal".
+  c.mla = ml_collections.ConfigDict(dict(alternation="batch", untrained="skip",
+                                         projection="replace", normalize=True,
                                          fusion="entropy"))
   # Diagnosing & Re-learning (Wei et al., ECCV 2024): after every reinit_epoch-th epoch, at
   # most reinit_num times, encoder m becomes w init + (1-w) theta with w = tanh(move_lambda

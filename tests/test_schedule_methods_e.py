@@ -247,7 +247,7 @@ def test_mla_tied_head_and_one_modality_per_step(runs):
   d = kernel.shape[0] // 2
   np.testing.assert_array_equal(kernel[:d], kernel[d:])   # still one shared head
   s = carry_tx.get_carry(state.opt_state, mla.MLAState)
-  assert int(s.count) == 16 and int(s.epoch_len) == 8
+  assert int(s.count) == 32 and int(s.epoch_len) == 8   # 2 epochs x 8 batches x 2 modalities
   assert not np.allclose(np.asarray(s.p), np.eye(d))
   init = mla.prepare(run.seed_ctx(0), run.init_state(), None)
   for count, trained, still in ((0, 0, 1), (1, 1, 0)):

@@ -273,7 +273,10 @@ class Method:
   -> state`` once before the first step of a fresh run (never on resume: what it builds, e.g.
   UMT's uni-modal teachers, must live in the returned state, which the loop checkpoints at
   step 0); ``logged_state``: per-modality fields of the optimiser state logged as
-  ``<field>/<m>``.
+  ``<field>/<m>``; ``substeps(ctx) -> n``: optimiser steps per batch (default 1): the train
+  step runs ``gradients`` and ``tx.update`` ``n`` times on the batch, each on the parameters,
+  statistics and optimiser state the previous one left (MLA's one step per modality), and
+  logs the mean of their metrics; ``state.step`` still counts batches.
   """
   name: str
   gradients: Callable[..., StepOutput]
@@ -286,6 +289,7 @@ class Method:
   epoch_end: Callable[..., Any] | None = None
   trains_copies: bool = False
   prepare: Callable[..., Any] | None = None
+  substeps: Callable[..., int] | None = None
 
 
 class Copies(NamedTuple):

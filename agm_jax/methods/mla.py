@@ -3,9 +3,18 @@
 code Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation ``main.py``,
 ``utils/utils.py`` (``GSPlugin``); BalanceBenchmark ``balancemm/trainer/MLA_trainer.py``).
 
-One modality per step through ONE head shared by all modalities: step ``t`` trains modality
-``m = t mod k`` on ``CE(W f_m + b, y)`` (encoder m and the shared head; the authors' code takes
-k optimiser steps per batch, one per modality in turn; here each train step is one of them).
+One modality per optimiser step through ONE head shared by all modalities: optimiser step
+``t`` trains modality ``m = t mod k`` on ``CE(W f_m + b, y)`` (encoder m and the shared head).
+``alternation="batch"`` (default; the authors' ``main.py`` and BalanceBenchmark): every batch
+takes k optimiser steps (``Method.substeps``), one per modality in turn, the shared head as the
+previous one left it; each encoder's BatchNorm statistics move once per batch (its own step),
+and the learning-rate schedule counts batches. ``"step"``: one modality per batch (each
+modality sees 1/k of the batches; the reading of this library before 2026-11-24).
+``untrained="skip"`` (default): the modalities not trained by a step are left alone — no
+update, no momentum, no weight decay (``transforms.untrained.skip_untrained``; PyTorch's step
+on parameters whose ``.grad`` is None, what ``optimizer.zero_grad()`` leaves since PyTorch
+2.0); ``"zero"``: they get a zero gradient, so momentum and weight decay still move them
+(``zero_grad(set_to_none=False)``, PyTorch before 2.0; optax's natural behaviour).
 The head is the late-fusion head's linear layer with its per-modality blocks tied into one:
 ``model.fusion`` "concat" (``W`` the kernel's block of every modality, one bias) or "sum" (every
 ``classifier_m`` the same Dense); every modality's features must have the same size.
@@ -24,7 +33,8 @@ the mean ``r`` of this step's features (no gradient) by recursive least squares:
 run's first step (the code's ``exp_count == 0``); ``alpha = 0.1 ** (1 + j / n)`` with ``j`` the
 step's batch index in its epoch and ``n`` the steps per epoch (the code's ``lamda``; from
 ``ctx.steps_per_epoch``; a context without it, e.g. a loop of your own, records ``n`` after the
-first epoch and uses ``alpha = 0.1`` until then). The bias's gradient is not modified.
+first epoch and uses ``alpha = 0.1`` until then; with ``"batch"`` all k steps of a batch share
+its ``j``, as in the authors' loop). The bias's gradient is not modified.
 Note: the authors' GSPlugin matches the parameter name ``"module.weight"``, which a plain
 ``nn.Linear`` does not have, so their released projection may never run; BalanceBenchmark
 matches ``"weight"``.
@@ -37,9 +47,10 @@ the batch axis (``"entropy_batch"``: results depend on the batch composition, in
 trainer's padding of the last eval batch); ``"equal"``: ``lambda_m = 1/k``. ``acc/<m>`` and
 ``mono_ce/<m>`` are those of ``W f_m + b`` (each modality through the shared head).
 
-State (optimiser state, :class:`MLAState` in a ``carry`` transform): the step count, ``P``, the
-steps per epoch once known, and a one-hot of the modality trained last (logged as
-``modality/<m>``). Config section ``mla``: ``projection``, ``normalize``, ``fusion``.
+State (optimiser state, :class:`MLAState` in a ``carry`` transform): the optimiser-step count,
+``P``, the steps (batches) per epoch once known, and which modalities the last batch trained
+(logged as ``modality/<m>``: a one-hot with ``"step"``, all ones with ``"batch"``). Config
+section ``mla``: ``alternation``, ``untrained``, ``projection``, ``normalize``, ``fusion``.
 """
 
 from __future__ import annotations
@@ -56,9 +67,12 @@ from agm_jax.methods import branches
 from agm_jax.methods.base import EvalOutput, Method, StepOutput, from_section, inputs_of
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.transforms import carry as carry_tx
+from agm_jax.transforms import untrained as untrained_tx
 
 PROJECTIONS = ("replace", "add")
 FUSIONS = ("entropy", "entropy_batch", "equal")
+ALTERNATIONS = ("batch", "step")
+UNTRAINED = ("skip", "zero")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +80,15 @@ class HParams:
   projection: str
   normalize: bool
   fusion: str
+  alternation: str = "batch"
+  untrained: str = "skip"
 
   def __post_init__(self):
+    if self.alternation not in ALTERNATIONS:
+      raise ValueError(f"alternation must be one of {list(ALTERNATIONS)}, got "
+                       f"{self.alternation!r}")
+    if self.untrained not in UNTRAINED:
+      raise ValueError(f"untrained must be one of {list(UNTRAINED)}, got {self.untrained!r}")
     if self.projection not in PROJECTIONS:
       raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got "
                        f"{self.projection!r}")
@@ -80,10 +101,10 @@ def hparams(section) -> HParams:
 
 
 class MLAState(NamedTuple):
-  count: jax.Array        # () int32: steps taken
+  count: jax.Array        # () int32: optimiser steps taken
   p: jax.Array            # (D, D) the projector
   epoch_len: jax.Array    # () int32: steps per epoch (0: not known yet)
-  modality: jax.Array     # (k,) one-hot of the modality the last step trained (logged)
+  modality: jax.Array     # (k,) the modalities the last batch trained (logged)
 
 
 def _head_kind(model) -> str:
@@ -145,7 +166,12 @@ def make_tx(ctx, base):
     d = _feature_size(params, kind, k)
     return MLAState(jnp.zeros((), jnp.int32), jnp.eye(d, dtype=jnp.float32),
                     jnp.asarray(ctx.steps_per_epoch, jnp.int32), jnp.zeros((k,), jnp.float32))
-  return carry_tx.with_carry(base, init, name="mla")
+  return carry_tx.with_carry(untrained_tx.skip_untrained(base), init, name="mla")
+
+
+def substeps(ctx) -> int:
+  """Optimiser steps per batch: k with ``alternation="batch"``, else 1."""
+  return ctx.k if ctx.hp.alternation == "batch" else 1
 
 
 def owm_alpha(count, epoch_len) -> jax.Array:
@@ -175,6 +201,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   kind = _head_kind(ctx.model)
   state = carry_tx.get_carry(opt_state, MLAState)
   m = state.count % k
+  per_batch = substeps(ctx)
 
   def objective(p, feats, fuse):
     logits, stats = fuse(feats)
@@ -189,15 +216,39 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   if ctx.axis_name is not None:
     r = jax.lax.pmean(r, ctx.axis_name)
   first = state.count == 0
-  new_p = update_projector(state.p, r, owm_alpha(state.count, state.epoch_len),
+  new_p = update_projector(state.p, r, owm_alpha(state.count // per_batch, state.epoch_len),
                            normalize=hp.normalize)
   new_p = jnp.where(first, state.p, new_p)
   gw, gb = shared_head(out.grads, kind, k)
   gw = jnp.where(first, gw, project(gw, new_p, hp.projection))
   grads = tie_head(out.grads, kind, k, gw, gb)
-  carry = state._replace(count=state.count + 1, p=new_p,
-                         modality=jax.nn.one_hot(m, k, dtype=jnp.float32))
-  return StepOutput(grads, {"carry": carry}, out.batch_stats, dict(out.metrics))
+  trained = jnp.ones((k,), jnp.float32) if per_batch > 1 else jax.nn.one_hot(m, k)
+  carry = state._replace(count=state.count + 1, p=new_p, modality=trained)
+  kwargs = {"carry": carry}
+  if hp.untrained == "skip":   # the other encoders: no update, momentum or weight decay
+    kwargs["trained"] = _trained(params, m)
+  if per_batch > 1:            # the schedule counts batches: it moves on at the last substep
+    kwargs["advance"] = m == k - 1
+  stats = out.batch_stats
+  if per_batch > 1:   # each encoder's statistics move once per batch: at its own step
+    stats = {key: _select(_is_encoder(key, m), value, batch_stats[key])
+             if key.startswith("encoders_") else value for key, value in stats.items()}
+  return StepOutput(grads, kwargs, stats, dict(out.metrics))
+
+
+def _select(flag, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+def _is_encoder(key: str, m) -> jax.Array:
+  return jnp.equal(m, int(key.split("_")[1]))
+
+
+def _trained(params, m) -> dict:
+  """The ``trained`` prefix of ``skip_untrained``: encoder ``m`` and everything that is not an
+  encoder (the shared head)."""
+  return {key: _is_encoder(key, m) if key.startswith("encoders_") else jnp.bool_(True)
+          for key in params}
 
 
 def fusion_weights(logits, how: str) -> jax.Array:
@@ -248,4 +299,4 @@ def epoch_end(ctx, state, epoch, evaluate):
 
 METHOD = Method(name="mla", hparams=hparams, gradients=gradients, make_tx=make_tx,
                 evaluate=evaluate, requires_separable=True, logged_state=("modality",),
-                epoch_end=epoch_end, prepare=prepare)
+                epoch_end=epoch_end, prepare=prepare, substeps=substeps)

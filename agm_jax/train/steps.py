@@ -43,24 +43,29 @@ def flatten_positions(batch, weight=None):
 def train_step(state, batch, active, *, ctx, method, tx, axis_name=None, preprocess=None):
   """One optimisation step; returns ``(new_state, metrics)`` (device scalars). Under ``pmap``
   (``axis_name``) gradients and metrics are averaged over the devices. ``preprocess``: the
-  dataset's ``device_preprocess`` (e.g. uint8 frames to normalised floats), applied first."""
+  dataset's ``device_preprocess`` (e.g. uint8 frames to normalised floats), applied first.
+  A method with ``substeps`` takes that many optimiser steps on the batch (one rng key each,
+  split from the step's) and logs their metrics' mean."""
   rng, step_rng = jax.random.split(state.rng)
   batch = batch if preprocess is None else preprocess(batch)
   batch, _ = flatten_positions(batch)
-  out = method.gradients(ctx, state.params, state.batch_stats, batch, step_rng, active,
-                         state.opt_state)
-  grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params, **out.tx_kwargs)
-  params = optax.apply_updates(state.params, updates)
-  metrics = dict(out.metrics)
-  metrics["grad_norm"] = optax.tree.norm(updates)
+  n = 1 if method.substeps is None else int(method.substeps(ctx))
+  keys = [step_rng] if n == 1 else list(jax.random.split(step_rng, n))
+  params, batch_stats, opt_state, each = state.params, state.batch_stats, state.opt_state, []
+  for key in keys:
+    out = method.gradients(ctx, params, batch_stats, batch, key, active, opt_state)
+    grads = out.updates if axis_name is None else _pmean_updates(out.updates, axis_name)
+    updates, opt_state = tx.update(grads, opt_state, params, **out.tx_kwargs)
+    params, batch_stats = optax.apply_updates(params, updates), out.batch_stats
+    each.append(dict(out.metrics, grad_norm=optax.tree.norm(updates)))
+  metrics = each[0] if n == 1 else jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *each)
   metrics.update(state_metrics(opt_state, method.logged_state, ctx.modalities))
   clipped = optax.tree_utils.tree_get(opt_state, "clipped")
   if clipped is not None:   # optimizer.conditional_clip: the fraction of steps it clipped
     metrics["clipped"] = clipped
   if axis_name is not None:
     metrics = jax.lax.pmean(metrics, axis_name)
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=out.batch_stats,
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, rng=rng)
   return new_state, metrics
 

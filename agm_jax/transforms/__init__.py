@@ -10,6 +10,11 @@ One module per family, each with its formulas, paper and state:
 * ``greedy``: Greedy's re-balancing schedule — :func:`greedy_schedule`;
 * ``dropout_schedules``: the T-PAMI Table 6 baselines' dropout rates and masks;
 * ``partition``: which parameters are modality m's (``encoders_<m>``);
+* ``carry``: a method's own state in the optimiser state — :func:`~carry.with_carry`;
+* ``pareto``: MMPareto's direction of two losses' gradients — :func:`~pareto.mmpareto`;
+* ``inforeg``: InfoReg's pull toward the epoch-start parameters — :func:`~inforeg.inforeg`;
+* ``untrained``: PyTorch's rule for parameters without a gradient (skipped by the step) —
+  :func:`skip_untrained`;
 * ``common``: the shared batch statistic, running mean, combination and keyword check.
 
 ``agm_jax.modulation`` re-exports the AGM and GE names (the README's entry point).
@@ -37,10 +42,11 @@ from agm_jax.transforms.epoch import (
 from agm_jax.transforms.ge import GENoiseState, add_ge_noise, ge_noise
 from agm_jax.transforms.greedy import GreedyState, greedy_schedule, utilisation_rates
 from agm_jax.transforms.score_ratio import OGMState, OPMState, ogm, ogm_ge, ogm_scores, opm
+from agm_jax.transforms.untrained import skip_untrained
 
 __all__ = ["AGMState", "BlendState", "ConditionalClipState", "EXTRA_ARGS",
            "clip_by_global_norm_if", "GENoiseState", "GreedyState", "MSESState",
            "MSLRState", "OGMState", "OPMState", "add_ge_noise", "agm", "agm_coefficients",
            "blend", "blend_epoch_update", "combine", "ge_noise", "greedy_schedule", "mses",
            "mses_epoch_update", "mslr", "mslr_epoch_update", "ogm", "ogm_ge", "ogm_scores",
-           "opm", "running_mean", "utilisation_rates"]
+           "opm", "running_mean", "skip_untrained", "utilisation_rates"]

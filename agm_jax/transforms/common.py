@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 # Every keyword some agm-jax transform reads in ``update``, and the ones optax's own transforms
 # read (line searches: value, grad, value_fn; reduce_on_plateau: value).
-EXTRA_ARGS = frozenset({"mono_ce", "scores", "utilisation", "active",
+EXTRA_ARGS = frozenset({"mono_ce", "scores", "utilisation", "active", "trained", "advance",
                         "value", "grad", "value_fn"})
 
 
