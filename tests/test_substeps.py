@@ -21,48 +21,53 @@ def _tx():
 
 def test_skip_untrained_by_hand():
   tx = _tx()
-  params = {"a": jnp.float32(1.0), "b": jnp.float32(2.0)}
+  # a, b: modality 0's and modality 1's parameters (transforms.partition).
+  a, b = "encoders_0", "encoders_1"
+  params = {a: jnp.float32(1.0), b: jnp.float32(2.0)}
   state = tx.init(params)
-  g = {"a": jnp.float32(1.0), "b": jnp.float32(1.0)}
+  g = {a: jnp.float32(1.0), b: jnp.float32(1.0)}
   # Step 1, both trained: d = g + 0.1 p; trace = d; update = -1.0 * trace.
-  u, state = tx.update(g, state, params, trained={"a": True, "b": True}, advance=False)
-  np.testing.assert_allclose([u["a"], u["b"]], [-1.1, -1.2], rtol=1e-6)
+  u, state = tx.update(g, state, params, trained=jnp.array([True, True]), advance=False)
+  np.testing.assert_allclose([u[a], u[b]], [-1.1, -1.2], rtol=1e-6)
   params = optax.apply_updates(params, u)                       # a -0.1, b 0.8
   # advance=False: the schedule's count stayed at 0, so lr is still 1.0.
   # Step 2, only a trained: a's d = 1 + 0.1*(-0.1) = 0.99, trace 0.9*1.1 + 0.99 = 1.98.
-  g2 = {"a": jnp.float32(1.0), "b": jnp.float32(0.0)}
-  u, state2 = tx.update(g2, state, params, trained={"a": True, "b": False}, advance=True)
-  np.testing.assert_allclose(u["a"], -1.98, rtol=1e-6)
-  assert float(u["b"]) == 0.0
+  g2 = {a: jnp.float32(1.0), b: jnp.float32(0.0)}
+  u, state2 = tx.update(g2, state, params, trained=jnp.array([True, False]), advance=True)
+  np.testing.assert_allclose(u[a], -1.98, rtol=1e-6)
+  assert float(u[b]) == 0.0
   traces = [s for s in jax.tree.leaves(state2, is_leaf=lambda s: isinstance(s, optax.TraceState))
             if isinstance(s, optax.TraceState)][0].trace
-  np.testing.assert_allclose([traces["a"], traces["b"]], [1.98, 1.2], rtol=1e-6)  # b kept
+  np.testing.assert_allclose([traces[a], traces[b]], [1.98, 1.2], rtol=1e-6)  # b kept
   count = optax.tree_utils.tree_get(state2, "count")
   assert int(count) == 1                                        # advanced once
   # A zero gradient without the rule: momentum and weight decay move b (and the schedule's
   # count moved on at the first step: lr 0.5).
   plain = optax.chain(optax.add_decayed_weights(0.1),
                       optax.sgd(optax.piecewise_constant_schedule(1.0, {1: 0.5}), momentum=0.9))
-  s = plain.init({"a": jnp.float32(1.0), "b": jnp.float32(2.0)})
-  _, s = plain.update(g, s, {"a": jnp.float32(1.0), "b": jnp.float32(2.0)})
+  s = plain.init({a: jnp.float32(1.0), b: jnp.float32(2.0)})
+  _, s = plain.update(g, s, {a: jnp.float32(1.0), b: jnp.float32(2.0)})
   u, _ = plain.update(g2, s, params)
-  np.testing.assert_allclose(u["b"], -0.5 * (0.9 * 1.2 + 0.1 * 0.8), rtol=1e-6)
+  np.testing.assert_allclose(u[b], -0.5 * (0.9 * 1.2 + 0.1 * 0.8), rtol=1e-6)
 
 
 def test_skip_untrained_without_keywords_is_inner_and_jits():
   tx = _tx()
-  params = {"a": jnp.ones((2,)), "b": {"c": jnp.ones((3,))}}
+  params = {"encoders_0": jnp.ones((2,)), "encoders_1": {"c": jnp.ones((3,))},
+            "fusion": jnp.ones((2,))}
   g = jax.tree.map(jnp.ones_like, params)
   base = optax.chain(optax.add_decayed_weights(0.1),
                      optax.sgd(optax.piecewise_constant_schedule(1.0, {1: 0.5}), momentum=0.9))
   u1, _ = tx.update(g, tx.init(params), params)
   u2, _ = base.update(g, base.init(params), params)
   jax.tree.map(np.testing.assert_array_equal, u1, u2)
-  step = jax.jit(lambda g, s, p, t: tx.update(g, s, p, trained={"a": t, "b": ~t}, advance=t))
-  u, _ = step(g, tx.init(params), params, jnp.bool_(True))   # a prefix mask, traced
-  assert float(jnp.abs(u["b"]["c"]).max()) == 0 and float(jnp.abs(u["a"]).min()) > 0
+  step = jax.jit(lambda g, s, p, t: tx.update(g, s, p, trained=jnp.stack([t, ~t]), advance=t))
+  u, _ = step(g, tx.init(params), params, jnp.bool_(True))   # traced flags
+  assert float(jnp.abs(u["encoders_1"]["c"]).max()) == 0
+  assert float(jnp.abs(u["encoders_0"]).min()) > 0
+  assert float(jnp.abs(u["fusion"]).min()) > 0                # shared: always trained
   with pytest.raises(ValueError, match="parameters as a tree"):
-    tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2), trained=True)
+    tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2), trained=jnp.array([True]))
 
 
 # --------------------------------------------------------------------------- MLA, k steps a batch
@@ -174,3 +179,16 @@ def test_mla_step_reading_trains_one_modality_per_batch(resnet_runs):
   assert _schedule_count(new.opt_state) == 1
   np.testing.assert_array_equal([metrics["modality/audio"], metrics["modality/visual"]],
                                 [1.0, 0.0])
+
+
+def test_select_by_modality_shared_leaves():
+  from agm_jax.transforms import partition  # noqa: PLC0415
+  new = {"encoders_0": jnp.float32(1), "encoders_1": jnp.float32(2), "fusion": jnp.float32(3)}
+  old = jax.tree.map(jnp.zeros_like, new)
+  on = jnp.array([False, True])
+  assert jax.tree.map(float, partition.select_by_modality(on, new, old)) == \
+      {"encoders_0": 0.0, "encoders_1": 2.0, "fusion": 0.0}
+  assert jax.tree.map(float, partition.select_by_modality(on, new, old, shared="new")) == \
+      {"encoders_0": 0.0, "encoders_1": 2.0, "fusion": 3.0}
+  with pytest.raises(ValueError, match="shared must be"):
+    partition.select_by_modality(on, new, old, shared="both")

@@ -67,6 +67,7 @@ from agm_jax.methods import branches
 from agm_jax.methods.base import EvalOutput, Method, StepOutput, from_section, inputs_of
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.transforms import carry as carry_tx
+from agm_jax.transforms import partition
 from agm_jax.transforms import untrained as untrained_tx
 
 PROJECTIONS = ("replace", "add")
@@ -222,33 +223,17 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   gw, gb = shared_head(out.grads, kind, k)
   gw = jnp.where(first, gw, project(gw, new_p, hp.projection))
   grads = tie_head(out.grads, kind, k, gw, gb)
-  trained = jnp.ones((k,), jnp.float32) if per_batch > 1 else jax.nn.one_hot(m, k)
-  carry = state._replace(count=state.count + 1, p=new_p, modality=trained)
+  this = jnp.arange(k) == m   # the modality this step trains
+  logged = jnp.ones((k,), jnp.float32) if per_batch > 1 else this.astype(jnp.float32)
+  carry = state._replace(count=state.count + 1, p=new_p, modality=logged)
   kwargs = {"carry": carry}
   if hp.untrained == "skip":   # the other encoders: no update, momentum or weight decay
-    kwargs["trained"] = _trained(params, m)
-  if per_batch > 1:            # the schedule counts batches: it moves on at the last substep
-    kwargs["advance"] = m == k - 1
+    kwargs["trained"] = this
   stats = out.batch_stats
-  if per_batch > 1:   # each encoder's statistics move once per batch: at its own step
-    stats = {key: _select(_is_encoder(key, m), value, batch_stats[key])
-             if key.startswith("encoders_") else value for key, value in stats.items()}
+  if per_batch > 1:   # the schedule counts batches, each encoder's statistics move once a batch
+    kwargs["advance"] = m == k - 1
+    stats = partition.select_by_modality(this, stats, batch_stats, shared="new")
   return StepOutput(grads, kwargs, stats, dict(out.metrics))
-
-
-def _select(flag, new, old):
-  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
-
-
-def _is_encoder(key: str, m) -> jax.Array:
-  return jnp.equal(m, int(key.split("_")[1]))
-
-
-def _trained(params, m) -> dict:
-  """The ``trained`` prefix of ``skip_untrained``: encoder ``m`` and everything that is not an
-  encoder (the shared head)."""
-  return {key: _is_encoder(key, m) if key.startswith("encoders_") else jnp.bool_(True)
-          for key in params}
 
 
 def fusion_weights(logits, how: str) -> jax.Array:

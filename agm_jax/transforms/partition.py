@@ -117,15 +117,20 @@ def scale_by_modality(tree: Any, coeff: jax.Array, *, scope: str = "encoder") ->
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def select_by_modality(on: jax.Array, new: Any, old: Any, *, scope: str = "encoder") -> Any:
+def select_by_modality(on: jax.Array, new: Any, old: Any, *, scope: str = "encoder",
+                       shared: str = "old") -> Any:
   """Leaf-wise ``new if on[i] else old`` for leaves of modality i (under ``scope``); the other
-  leaves keep ``old``."""
+  leaves keep ``old`` (``shared="new"``: take ``new``)."""
   on = jnp.asarray(on)
   k = on.shape[0]
+  if shared not in ("old", "new"):
+    raise ValueError(f"shared must be 'old' or 'new', got {shared!r}")
 
   def one(path, a, b):
     i = _checked(path, a, k, scope)
-    return b if i == SHARED else jnp.where(on[i], a, b)
+    if i == SHARED:
+      return b if shared == "old" else a
+    return jnp.where(on[i], a, b)
 
   return jax.tree_util.tree_map_with_path(one, new, old)
 

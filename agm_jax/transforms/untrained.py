@@ -9,10 +9,10 @@ reproduce the authors' PyTorch runs with this wrapper around the run's optimiser
 
 ``update(updates, state, params=None, *, trained=None, advance=None, **extra_args)``:
 
-* ``trained``: a prefix of the parameter tree of boolean scalars (e.g. ``{"encoders_0": True,
-  "encoders_1": False, "fusion": True}``; arrays, so they may be traced). Leaves under a False
-  get a zero update, and every parameter-shaped part of ``inner``'s state (momentum, Adam's
-  moments) keeps its old value there.
+* ``trained``: ``(k,)`` booleans, one per modality (may be traced). The leaves of modality i
+  (``transforms.partition``: under ``encoders_<i>``) get a zero update where ``trained[i]`` is
+  False, and every parameter-shaped part of ``inner``'s state (momentum, Adam's moments) keeps
+  its old value there. Shared leaves (the fusion head) are always trained.
 * ``advance``: whether the rest of ``inner``'s state (its step counts: the learning-rate
   schedule's, Adam's bias correction) moves on. False keeps it, so several optimiser steps on
   one batch can count as one step of the schedule (PyTorch's schedulers step per epoch or per
@@ -24,17 +24,11 @@ its tree structure is the parameter tree's (so the parameters must be a tree, no
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
-
-def _mask(trained: Any, tree: Any) -> Any:
-  """``trained`` (a prefix of ``tree``) broadcast to every leaf of ``tree``."""
-  return jax.tree.map(lambda t, sub: jax.tree.map(lambda _: jnp.asarray(t, bool), sub),
-                      trained, tree)
+from agm_jax.transforms import partition
 
 
 def skip_untrained(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
@@ -48,19 +42,23 @@ def skip_untrained(inner: optax.GradientTransformation) -> optax.GradientTransfo
     structure = jax.tree.structure(updates)
     if structure.num_nodes == 1:
       raise ValueError("skip_untrained needs the parameters as a tree (a dict), not one array")
-    mask = _mask(True if trained is None else trained, updates)
     keep = jnp.asarray(True if advance is None else advance, bool)
-    new_updates = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), new_updates,
-                               mask)
+
+    def select(new, old):
+      if trained is None:
+        return new
+      return partition.select_by_modality(trained, new, old, shared="new")
+
+    new_updates = select(new_updates, jax.tree.map(jnp.zeros_like, new_updates))
 
     def is_params(x):
       return jax.tree.structure(x) == structure
 
-    def select(new, old):
+    def select_state(new, old):
       if is_params(new):
-        return jax.tree.map(lambda n, o, m: jnp.where(m, n, o), new, old, mask)
+        return select(new, old)
       return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
 
-    return new_updates, jax.tree.map(select, new_state, state, is_leaf=is_params)
+    return new_updates, jax.tree.map(select_state, new_state, state, is_leaf=is_params)
 
   return optax.GradientTransformationExtraArgs(inner.init, update_fn)
