@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from agm_jax import shapley
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
+from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section, one_of
 from agm_jax.transforms import carry as carry_tx
 
 TARGETS = ("features", "logits")
@@ -62,8 +62,7 @@ class HParams:
       raise ValueError(f"sigma must be in (0, 1), got {self.sigma}")
     if self.eps <= 0:
       raise ValueError(f"eps must be > 0, got {self.eps}")
-    if self.target not in TARGETS:
-      raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
+    one_of("target", self.target, TARGETS)
 
 
 def hparams(section) -> HParams:

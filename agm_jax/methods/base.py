@@ -23,7 +23,7 @@ typed hyper-parameters).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -54,6 +54,13 @@ class Window:
 
 _CONVERT = {"float": float, "int": int, "bool": bool, "str": str,
             "tuple[float, ...]": lambda v: tuple(float(x) for x in (v or ()))}
+
+
+def one_of(name: str, value: Any, valid: Sequence[Any]) -> None:
+  """A hyper-parameter's choice check: ``ValueError("<name> must be one of [...], got ...")``
+  (``from_section`` prefixes the section)."""
+  if value not in valid:
+    raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
 
 
 def from_section(cls: type, section: Mapping[str, Any] | None) -> Any:

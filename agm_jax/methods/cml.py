@@ -46,6 +46,7 @@ from agm_jax.methods.base import (
   Window,
   aux_metrics,
   from_section,
+  one_of,
   shapley_metrics,
   subset_step,
 )
@@ -65,10 +66,8 @@ class HParams:
   def __post_init__(self):
     if self.lam < 0:
       raise ValueError(f"lam must be >= 0, got {self.lam}")
-    if self.pairs not in PAIRS:
-      raise ValueError(f"pairs must be one of {list(PAIRS)}, got {self.pairs!r}")
-    if self.form not in FORMS:
-      raise ValueError(f"form must be one of {list(FORMS)}, got {self.form!r}")
+    one_of("pairs", self.pairs, PAIRS)
+    one_of("form", self.form, FORMS)
     if self.form == "balancebenchmark" and self.pairs != "chain":
       raise ValueError("pairs must be 'chain' with form 'balancebenchmark' (its loss averages "
                        "the chain's cross-entropies)")

@@ -53,6 +53,7 @@ from agm_jax.methods.base import (
   aux_metrics,
   from_section,
   inputs_of,
+  one_of,
   shapley_metrics,
   subset_step,
   update_state,
@@ -75,8 +76,7 @@ class HParams:
       raise ValueError(f"super_epoch must be >= 1, got {self.super_epoch}")
     for name, valid in (("estimate", ESTIMATES), ("gain", epoch_tx.GAINS),
                         ("copy_optimizer", COPY_OPTIMIZERS)):
-      if getattr(self, name) not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}, got {getattr(self, name)!r}")
+      one_of(name, getattr(self, name), valid)
 
 
 def hparams(section) -> HParams:

@@ -52,6 +52,7 @@ from agm_jax.methods.base import (
   check_late_fusion,
   from_section,
   inputs_of,
+  one_of,
 )
 from agm_jax.transforms import carry as carry_tx
 
@@ -72,8 +73,7 @@ class HParams:
   window: Window
 
   def __post_init__(self):
-    if self.weights not in WEIGHTS:
-      raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {self.weights!r}")
+    one_of("weights", self.weights, WEIGHTS)
     if self.lr_alpha < 0:
       raise ValueError(f"lr_alpha must be >= 0, got {self.lr_alpha}")
 

@@ -64,7 +64,7 @@ import numpy as np
 
 from agm_jax import shapley, subsets
 from agm_jax.methods import branches
-from agm_jax.methods.base import EvalOutput, Method, StepOutput, from_section, inputs_of
+from agm_jax.methods.base import EvalOutput, Method, StepOutput, from_section, inputs_of, one_of
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.transforms import carry as carry_tx
 from agm_jax.transforms import partition
@@ -85,16 +85,9 @@ class HParams:
   untrained: str = "skip"
 
   def __post_init__(self):
-    if self.alternation not in ALTERNATIONS:
-      raise ValueError(f"alternation must be one of {list(ALTERNATIONS)}, got "
-                       f"{self.alternation!r}")
-    if self.untrained not in UNTRAINED:
-      raise ValueError(f"untrained must be one of {list(UNTRAINED)}, got {self.untrained!r}")
-    if self.projection not in PROJECTIONS:
-      raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got "
-                       f"{self.projection!r}")
-    if self.fusion not in FUSIONS:
-      raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
+    for name, valid in (("alternation", ALTERNATIONS), ("untrained", UNTRAINED),
+                        ("projection", PROJECTIONS), ("fusion", FUSIONS)):
+      one_of(name, getattr(self, name), valid)
 
 
 def hparams(section) -> HParams:

@@ -72,6 +72,7 @@ from agm_jax.methods.base import (
   Window,
   aux_metrics,
   from_section,
+  one_of,
   shapley_metrics,
   subset_step,
 )
@@ -94,10 +95,8 @@ class HParams:
   window: Window
 
   def __post_init__(self):
-    if self.level not in LEVELS:
-      raise ValueError(f"level must be one of {list(LEVELS)}, got {self.level!r}")
-    if self.variant not in VARIANTS:
-      raise ValueError(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
+    one_of("level", self.level, LEVELS)
+    one_of("variant", self.variant, VARIANTS)
     if self.alpha < 0:
       raise ValueError(f"alpha must be >= 0, got {self.alpha}")
     if not 0.0 < self.part_ratio <= 1.0:

@@ -51,7 +51,7 @@ import numpy as np
 
 from agm_jax import shapley, subsets
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput, Window, from_section, inputs_of
+from agm_jax.methods.base import Method, StepOutput, Window, from_section, inputs_of, one_of
 from agm_jax.transforms import carry as carry_tx
 
 
@@ -65,8 +65,7 @@ class HParams:
   def __post_init__(self):
     if self.scaling < 0:
       raise ValueError(f"scaling must be >= 0, got {self.scaling}")
-    if self.teachers not in TEACHERS:
-      raise ValueError(f"teachers must be one of {list(TEACHERS)}, got {self.teachers!r}")
+    one_of("teachers", self.teachers, TEACHERS)
     if self.teachers == "concepts" and self.teacher_epochs != -1:
       raise ValueError("teachers 'concepts' are the cached concept runs, trained for the run's "
                        f"epochs: teacher_epochs must be -1, got {self.teacher_epochs}")
