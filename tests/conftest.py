@@ -142,6 +142,20 @@ def tiny_config(**overrides):
   return c
 
 
+def write_k3_npz(folder):
+  """A three-modality npz folder (a, b, c: 4 features each, a the most informative; 3
+  classes; train 64, dep 32, test 32)."""
+  import numpy as np  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  for split, n in (("train", 64), ("dep", 32), ("test", 32)):
+    label = rng.integers(0, 3, n)
+    arrays = {m: (rng.normal(size=(n, 4)) + scale * np.eye(3, 4)[label]).astype(np.float32)
+              for m, scale in (("a", 2.0), ("b", 1.0), ("c", 0.5))}
+    np.savez(os.path.join(folder, f"{split}.npz"), label=label, **arrays)
+  return folder
+
+
 def read_lines(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]

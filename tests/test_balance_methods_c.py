@@ -4,7 +4,6 @@ un-jitted, each method's jitted train step on three modalities, a one-epoch run 
 default config."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,7 @@ from agm_jax.train import loop
 from agm_jax.transforms import inforeg as inforeg_tx
 from agm_jax.transforms import pareto
 from configs import npz_mlp
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_k3_npz
 
 NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto", "lfm", "mbsd", "inforeg")
 
@@ -178,22 +177,11 @@ def _run_config(name):
   return c
 
 
-def _write_k3(folder):
-  rng = np.random.default_rng(0)
-  os.makedirs(folder, exist_ok=True)
-  for split, n in (("train", 64), ("dep", 32), ("test", 32)):
-    label = rng.integers(0, 3, n)
-    arrays = {m: (rng.normal(size=(n, 4)) + scale * np.eye(3, 4)[label]).astype(np.float32)
-              for m, scale in (("a", 2.0), ("b", 1.0), ("c", 0.5))}
-    np.savez(os.path.join(folder, f"{split}.npz"), label=label, **arrays)
-  return folder
-
-
 def _k3_config(name, folder):
   c = npz_mlp.get_config()
   c.method, c.num_epochs, c.batch_size, c.eval_batch_size = name, 1, 32, 32
   c.checkpoint_every_steps, c.competition.enabled = 0, False
-  c.data.dir = _write_k3(folder)
+  c.data.dir = write_k3_npz(folder)
   c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
   if name == "inforeg":
     c.inforeg.strength = (0.95, 0.1, 0.1)

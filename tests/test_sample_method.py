@@ -24,7 +24,7 @@ from agm_jax.methods import sample
 from agm_jax.train import loop
 from agm_jax.transforms import carry as carry_tx
 from configs import npz_mlp
-from tests.conftest import read_lines, tiny_config
+from tests.conftest import read_lines, tiny_config, write_k3_npz
 
 # --------------------------------------------------------------------------- rules by hand
 
@@ -247,23 +247,12 @@ def test_resume_after_a_kill_is_exact(runs, level, tmp_path):
     assert x == y
 
 
-def _write_k3(folder):
-  rng = np.random.default_rng(0)
-  os.makedirs(folder, exist_ok=True)
-  for split, n in (("train", 64), ("dep", 32), ("test", 32)):
-    label = rng.integers(0, 3, n)
-    arrays = {m: (rng.normal(size=(n, 4)) + scale * np.eye(3, 4)[label]).astype(np.float32)
-              for m, scale in (("a", 2.0), ("b", 1.0), ("c", 0.5))}
-    np.savez(os.path.join(folder, f"{split}.npz"), label=label, **arrays)
-  return folder
-
-
 @pytest.mark.parametrize("level", ["modality"])   # the default; "sample" runs in the resume test
 def test_three_modalities_jitted_step_equals_the_eager_one(tmp_path, level):
   c = npz_mlp.get_config()
   c.method, c.num_epochs, c.batch_size, c.eval_batch_size = "sample", 1, 32, 32
   c.checkpoint_every_steps, c.competition.enabled = 0, False
-  c.data.dir = _write_k3(str(tmp_path / "data"))
+  c.data.dir = write_k3_npz(str(tmp_path / "data"))
   c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
   c.sample.level = level
   run = loop.Run(c)
