@@ -121,13 +121,19 @@ def pass_key(key: jax.Array | None, row) -> jax.Array | None:
 def apply(model, params, batch_stats, *args, train: bool, method=None,
           update: bool = False, dropout_key: jax.Array | None = None):
   """``model.apply``; returns ``(out, new_batch_stats)`` (unchanged unless ``update``).
-  ``dropout_key`` is the ``"dropout"`` RNG of a train-mode pass (unused in eval mode)."""
+  ``dropout_key`` is the ``"dropout"`` RNG of a train-mode pass (unused in eval mode).
+
+  The updated statistics carry no gradient: PyTorch updates its BatchNorm buffers outside
+  autograd, so a later eval-mode pass that reads them (the masked passes of
+  ``subset_bn="eval"``) depends on the parameters only through its own layers. Without the
+  ``stop_gradient`` the gradient would also flow into the full pass's batch means and
+  variances through the running averages."""
   variables = _variables(params, batch_stats)
   rngs = {"dropout": dropout_key} if train and dropout_key is not None else None
   if train and batch_stats:
     out, mutated = model.apply(variables, *args, train, method=method, mutable=["batch_stats"],
                                rngs=rngs)
-    return out, (mutated["batch_stats"] if update else batch_stats)
+    return out, (jax.lax.stop_gradient(mutated["batch_stats"]) if update else batch_stats)
   return model.apply(variables, *args, train, method=method, rngs=rngs), batch_stats
 
 

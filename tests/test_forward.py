@@ -104,6 +104,34 @@ def test_eval_semantics_match_definition():
   np.testing.assert_allclose(v[1], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_eval_masked_gradient_treats_running_stats_as_constants(fast):
+  """subset_bn="eval": the masked passes read the running statistics the full pass updated,
+  as constants. PyTorch updates its BatchNorm buffers outside autograd, so the released code's
+  gradient has no path through them; the reference here is the definition with the updated
+  statistics computed first and passed in as data."""
+  model, params, stats, x, mods = setup(2, seed=4)
+  weights = jnp.linspace(-1.0, 2.0, 3)[:, None, None]   # one weight per masked row
+
+  def ours(p):
+    v, _ = subsets.subset_forward(model, p, stats, x, mods, subset_bn="eval", fast=fast)
+    return jnp.sum(weights * jnp.sin(v[:-1]))
+
+  _, upd = model.apply({"params": params, "batch_stats": stats}, x, True,
+                       mutable=["batch_stats"])
+  updated = upd["batch_stats"]   # data, not a function of p
+
+  def definition(p):
+    rows = []
+    for mask in shapley.subset_masks(2)[:-1]:
+      masked = {m: jnp.where(mask[i], x[m], 0.0) for i, m in enumerate(mods)}
+      rows.append(model.apply({"params": p, "batch_stats": updated}, masked, False)[0])
+    return jnp.sum(weights * jnp.sin(jnp.stack(rows)))
+
+  got, want = jax.jit(jax.grad(ours))(params), jax.jit(jax.grad(definition))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
 @pytest.mark.parametrize("bn", ["eval", "batch"])
 def test_only_full_pass_updates_running_stats(bn):
   model, params, stats, x, mods = setup(2, seed=2)
