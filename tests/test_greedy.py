@@ -60,6 +60,26 @@ def test_mmtm_gates_bypass_and_curation_by_hand():
   np.testing.assert_allclose(g1, [[sig(1), sig(1)]], rtol=1e-6)
 
 
+def test_curated_gate_carries_no_gradient():
+  """A re-balancing pass replaces stream 0's gate by the running average just updated with
+  this batch's gates; the released ``MMTM_mitigate`` detaches that average, so stream 0's
+  excitation weights get no gradient from the curated pass."""
+  module = MMTM((2, 2), ratio=4.0)
+  s = (jnp.array([[1.0, 5.0], [0.5, 2.0]]), jnp.array([[2.0, 7.0], [1.0, 3.0]]))
+  stats = module.init(jax.random.PRNGKey(0), s)["batch_stats"]
+
+  def loss(params):
+    (g0, g1), _ = module.apply({"params": params, "batch_stats": stats}, s,
+                               curation=jnp.array([1.0, 0.0]), update_average=True,
+                               mutable=["batch_stats"])
+    return jnp.sum(g0 * jnp.arange(1.0, 3.0)) + jnp.sum(g1)
+
+  grads = jax.grad(loss)(_mmtm_params())
+  np.testing.assert_array_equal(grads["excite_0"]["kernel"], 0.0)
+  np.testing.assert_array_equal(grads["excite_0"]["bias"], 0.0)
+  assert float(jnp.abs(grads["excite_1"]["bias"]).sum()) > 0
+
+
 def test_learning_speeds_by_hand():
   params = {"a": {"w": jnp.array([3.0, 4.0])}, "b": {"v": jnp.array([0.0, 2.0]),
                                                      "w": jnp.array([1.0, 0.0])}}

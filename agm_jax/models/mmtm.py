@@ -24,7 +24,8 @@ Two switches for Greedy (``agm_jax.methods.greedy``), both per modality ``m``:
   cross-modal input. The running averages live in the ``batch_stats`` collection
   (``mmtm_<i>/gate_avg_<m>``) and are updated by train-mode passes that may mutate it (the
   released code also updates them in eval passes, and its second average reads the first
-  stream's gate; here each average is its own stream's).
+  stream's gate; here each average is its own stream's). The average is a constant to the
+  gradient, as the released code's ``.detach()`` makes it.
 * ``squeeze`` (a tuple, one entry per MMTM, of per-modality ``(C_m,)`` stored squeezes) with
   ``bypass`` ``(k,)`` 0/1: stream m's joint vector is computed with every *other* modality's
   squeeze replaced by its stored average (``turnoff_cross_modal_flow`` with
@@ -40,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from agm_jax.models import encoders as enc
@@ -128,9 +130,10 @@ class MMTM(nn.Module):
       for m in range(k):   # the running mean over passes of the batch-mean gate
         averages[m].value = (gates[m].mean(0) + averages[m].value * n) / (n + 1)
       count.value = n + 1
-    if curation is not None:
+    if curation is not None:   # the average is a constant (the released code detaches it)
       cur = jnp.asarray(curation, jnp.float32)
-      gates = [(1 - cur[m]) * g + cur[m] * averages[m].value[None] for m, g in enumerate(gates)]
+      gates = [(1 - cur[m]) * g + cur[m] * jax.lax.stop_gradient(averages[m].value)[None]
+               for m, g in enumerate(gates)]
     return gates
 
 
