@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 
 def test_interleaved_variants_and_keys():
   result = bench.benchmark(default.get_config(), batch_size=32, steps=3, warmup=1,
-                           variants=["joint", "agm", "mslr", "greedy"], with_hlo=True)
+                           variants=["joint", "agm", "mslr", "greedy", "agm@path=generic",
+                                     "agm@bogus=1", "agm@seeds=2"], with_hlo=True)
   assert result["interleaved"] and result["steps"] == 3
   for name in ("joint", "agm", "mslr"):
     spread = result[f"{name}_spread_s"]
@@ -26,6 +27,44 @@ def test_interleaved_variants_and_keys():
   # AGM's extra kernels: the masked fusion-head passes (the MLP encoders have no convolutions)
   assert result["agm_hlo"]["fusion"] > result["joint_hlo"]["fusion"] > 0
   assert result["joint_hlo"]["convolution"] == 0
+  # a subsets field per variant: the whole model per subset has more kernels than the fast path
+  assert result["agm@path=generic_hlo"]["fusion"] > result["agm_hlo"]["fusion"]
+  assert "not <subsets key>=<value>" in result["agm@bogus=1_error"]
+  # two seeds as one vmapped step: twice the work of one
+  assert result["agm@seeds=2_flops"] > 1.5 * result["agm_flops"]
+
+
+def test_speed_report_parts_and_summary():
+  """The speed report's parts (commands, one subprocess part with its JSON line, one out of
+  time) and the summary's ratios from hand-made results."""
+  from agm_jax.tools import speed_report  # noqa: PLC0415
+
+  class F:
+    parts, config, batch_sizes = ["step", "loader"], "configs/default.py", ["16", "64"]
+    variants, extra_variants, steps, warmup = ["joint", "agm"], ["agm@seeds=4"], 5, 1
+    reference_dir, reference_python, loader_workers, loader_clips = "REF", "", ["0", "2"], 8
+
+  cmds = dict(speed_report.commands(F, ["--config.model.dtype=bfloat16"]))
+  assert list(cmds) == ["step_16", "step_64", "loader"]
+  assert "--variants=joint,agm,agm@seeds=4" in cmds["step_16"]
+  assert "--variants=joint,agm" in cmds["step_64"] and "--reference_dir=REF" in cmds["step_16"]
+  assert "--config.model.dtype=bfloat16" in cmds["step_64"]
+  assert "--num_workers=0,2" in cmds["loader"]
+  ok = speed_report.run_part([sys.executable, "-c", "print('x'); print('{\"a\": 1}')"], 60)
+  assert ok["a"] == 1 and "error" not in ok
+  slow = speed_report.run_part([sys.executable, "-c", "import time; time.sleep(30)"], 1)
+  assert slow["error"].startswith("out of time")
+  parts = {"step_16": {"joint_step_s": 1.0, "agm_step_s": 1.1, "agm_over_joint": 1.1,
+                       "agm@seeds=4_step_s": 1.76,
+                       "agm_over_released_agm": 0.4},
+           "step_64": {"error": "exit code 1"},
+           "loader": {"lines": [{"num_workers": 0, "examples_per_s": 400.0},
+                                {"num_workers": 2, "examples_per_s": 700.0}]}}
+  summary = speed_report.summarise(parts)
+  assert summary["step_16"] == {"joint_step_s": 1.0, "agm_step_s": 1.1, "agm_over_joint": 1.1,
+                                "agm@seeds=4_over_one_seed": 1.6, "agm_over_released_agm": 0.4}
+  assert summary["step_64"] == {"error": "exit code 1"}
+  assert summary["loader"] == {"0": 400.0, "2": 700.0}
 
 
 def test_unknown_variant_is_one_line():

@@ -6,7 +6,10 @@ r"""Step-time benchmark: train steps of several methods at a config's real input
 Times the jitted train step of each ``--variants`` entry on random inputs of the config's
 shapes (``config.data.synthetic``): ``joint``, ``agm`` (masked passes with batch statistics),
 ``agm_eval_bn`` (AGM with eval-mode BatchNorm in the masked passes, the released code's), or
-any method name (``agm_jax.methods.NAMES``, batch-statistics masked passes). Every variant is
+any method name (``agm_jax.methods.NAMES``, batch-statistics masked passes), each optionally
+with ``@key=value`` setting a ``subsets`` field (``agm@path=generic``: the whole model per
+subset) or ``@seeds=N`` (``agm@seeds=4``: four seeds as one vmapped step,
+``config.num_seeds``). Every variant is
 compiled and warmed up (``--warmup`` steps) first; then ``--steps`` rounds each time one step
 of every variant in turn (interleaved, each synchronised with ``block_until_ready``), so a
 drift in the machine's speed reaches all variants alike. ``--config.parallel.mode=pmap`` times
@@ -88,11 +91,24 @@ VARIANTS = {"joint": ("joint", "batch"), "agm": ("agm", "batch"),
 
 def variant_config(config, name: str):
   """The config of one timed variant: ``agm_eval_bn`` is AGM with the masked passes in eval
-  BatchNorm mode; every other name is that method with batch-statistics masked passes."""
-  method, subset_bn = VARIANTS.get(name, (name, "batch"))
+  BatchNorm mode; every other name is that method with batch-statistics masked passes. A
+  suffix ``@key=value`` (repeatable) sets a ``subsets`` field, e.g. ``agm@path=generic`` (the
+  whole model per subset), or with ``seeds=N`` trains N seeds as one vmapped step
+  (``config.num_seeds``; ``agm@seeds=4``)."""
+  base, *options = name.split("@")
+  method, subset_bn = VARIANTS.get(base, (base, "batch"))
   c = copy.deepcopy(config)
   with c.unlocked():
     c.method, c.subsets.bn = method, subset_bn
+    for option in options:
+      key, sep, value = option.partition("=")
+      if sep and key == "seeds" and value.isdigit() and int(value) >= 1:
+        c.num_seeds = int(value)
+        continue
+      if not sep or key not in c.subsets:
+        raise ValueError(f"variant {name!r}: {option!r} is not <subsets key>=<value> or "
+                         f"seeds=<N>; subsets keys: {', '.join(c.subsets)}")
+      c.subsets[key] = value
   return c
 
 
@@ -138,18 +154,20 @@ class Timed:
     self.batch = self.run.dp.put_batch(batch)
     self.active = np.bool_(True)
     self.times: list[float] = []
+    # num_seeds > 1: the seeds' vmapped step on their stacked states
+    self.train_step = self.run.train_step_seeds if self.run.stacked else self.run.train_step
 
   def step(self) -> float:
     t0 = time.perf_counter()
-    self.state, metrics = self.run.train_step(self.state, self.batch, self.active)
+    self.state, metrics = self.train_step(self.state, self.batch, self.active)
     jax.block_until_ready((self.state, metrics))
     return time.perf_counter() - t0
 
   def flops(self):
-    return step_flops(self.run.train_step, self.state, self.batch, self.active)
+    return step_flops(self.train_step, self.state, self.batch, self.active)
 
   def hlo_stats(self) -> dict:
-    return hlo_stats(self.run.train_step.lower(self.state, self.batch, self.active).compile()
+    return hlo_stats(self.train_step.lower(self.state, self.batch, self.active).compile()
                      .as_text())
 
 
@@ -257,9 +275,10 @@ def main(argv):
   del argv
   f = flags.FLAGS
   valid = (*VARIANTS, *methods.NAMES)
-  unknown = [v for v in f.variants if v not in valid]
+  unknown = [v for v in f.variants if v.split("@")[0] not in valid]
   if unknown:
-    print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(dict.fromkeys(valid))}",
+    print(f"error: unknown variant {unknown[0]!r}; valid: {', '.join(dict.fromkeys(valid))} "
+          "(each optionally with @<subsets key>=<value>)",
           file=sys.stderr)
     sys.exit(2)
   if f.reference_dir:   # PyTorch's process needs device memory too: JAX allocates on demand
