@@ -24,11 +24,13 @@ def config(mode):
                                                     "data.synthetic_options.num_test": 1200})
 
 
-def run_result(run, summary, workdir):
+def run_result(run, state, summary, workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     train = [json.loads(x) for x in f if '"train"' in x][-1]
+  host = jax.tree.leaves(state)   # (fit returns the host copy)
   return {"loss": train["loss"], "acc": summary["final"]["acc"],
-          "devices": run.dp.num_devices, "kappa": train.get("kappa/audio")}
+          "devices": run.dp.num_devices, "kappa": train.get("kappa/audio"),
+          "host_devices": max(len(x.devices()) for x in host)}
 
 
 SCRIPT = r"""
@@ -39,7 +41,7 @@ out = {}
 for mode in sys.argv[2:]:
   workdir = os.path.join(sys.argv[1], mode)
   run, state, summary = loop.fit(config(mode), workdir)
-  out[mode] = run_result(run, summary, workdir)
+  out[mode] = run_result(run, state, summary, workdir)
 print("RESULT", json.dumps(out))
 """
 
@@ -48,8 +50,8 @@ print("RESULT", json.dumps(out))
 def one_device(tmp_path_factory):
   assert jax.device_count() == 1
   workdir = str(tmp_path_factory.mktemp("one"))
-  run, _, summary = loop.fit(config("sharding"), workdir)
-  return run_result(run, summary, workdir)
+  run, state, summary = loop.fit(config("sharding"), workdir)
+  return run_result(run, state, summary, workdir)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,8 @@ def test_one_vs_four_devices(one_device, four_devices, mode):
   assert abs(four["loss"] - one["loss"]) <= 0.01 * abs(one["loss"])
   assert abs(four["acc"] - one["acc"]) <= 0.005
   assert abs(four["kappa"] - one["kappa"]) <= 0.01 * abs(one["kappa"])
+  if mode == "pmap":   # the host copy is one device's shard: no program over all devices
+    assert four["host_devices"] == 1
 
 
 FOREIGN = r"""
