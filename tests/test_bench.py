@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from agm_jax.tools import bench
+from agm_jax.tools import bench, speed_report
 from configs import default
 from tests.conftest import ROOT
 
@@ -37,8 +37,6 @@ def test_interleaved_variants_and_keys():
 def test_speed_report_parts_and_summary():
   """The speed report's parts (commands, one subprocess part with its JSON line, one out of
   time) and the summary's ratios from hand-made results."""
-  from agm_jax.tools import speed_report  # noqa: PLC0415
-
   class F:
     parts, config, batch_sizes = ["step", "loader"], "configs/default.py", ["16", "64"]
     variants, extra_variants, steps, warmup = ["joint", "agm"], ["agm@seeds=4"], 5, 1
