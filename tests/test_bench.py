@@ -53,7 +53,7 @@ def test_speed_report_parts_and_summary():
   slow = speed_report.run_part([sys.executable, "-c", "import time; time.sleep(30)"], 1)
   assert slow["error"].startswith("out of time")
   parts = {"step_16": {"joint_step_s": 1.0, "agm_step_s": 1.1, "agm_over_joint": 1.1,
-                       "agm@seeds=4_step_s": 1.76,
+                       "agm@seeds=4_step_s": 1.76, "agm@seeds=4_first_step_s": 30.0,
                        "agm_over_released_agm": 0.4},
            "step_64": {"error": "exit code 1"},
            "loader": {"lines": [{"num_workers": 0, "examples_per_s": 400.0},

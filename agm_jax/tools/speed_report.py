@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -137,9 +138,10 @@ def summarise(parts: dict) -> dict:
            "agm_over_joint": r.get("agm_over_joint"),
            "agm_eval_bn_over_joint": r.get("agm_eval_bn_over_joint")}
       for v in ("joint", "agm", "agm_eval_bn"):
-        for key in r:
-          if key.startswith(f"{v}@seeds=") and key.endswith("_step_s"):
-            s[f"{key[:-len('_step_s')]}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
+        for key in r:   # "<v>@seeds=N_step_s", not its "_first_step_s" (the compile)
+          seeds = re.fullmatch(rf"{re.escape(v)}@seeds=(\d+)_step_s", key)
+          if seeds:
+            s[f"{v}@seeds={seeds[1]}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
       for key in ("joint_over_released_joint", "agm_over_released_agm", "released_error"):
         if key in r:
           s[key] = r[key]
