@@ -215,8 +215,7 @@ def first_local_copy(x):
   cause of a CI timeout. Taking the shard runs no collective and moves nothing."""
   if not isinstance(x, jax.Array):
     return x[0]
-  for shard in x.addressable_shards:
-    rows = shard.index[0] if shard.index else slice(None)
-    if (rows.start or 0) == 0:
+  for shard in x.addressable_shards:   # (a stacked array has a leading axis: index[0] exists)
+    if (shard.index[0].start or 0) == 0:
       return shard.data.reshape(x.shape[1:])
   raise ValueError(f"no local device holds row 0 of this {x.shape} array")
