@@ -188,6 +188,11 @@ def test_modality_selection(data_dir):
     data_pipelines.load(data_config(data_dir, modalities="audio,text"))
 
 
+def test_read_threads_below_one_are_rejected(data_dir):
+  with pytest.raises(ValueError, match="data.read_threads must be >= 1"):
+    data_pipelines.load(data_config(data_dir, read_threads=0))
+
+
 def test_more_frames_and_segment_sampling(data_dir):
   ds = data_pipelines.load(data_config(data_dir, num_frames=2, frame_sampling="segments"))
   assert ds.spec["visual"] == ((2, 224, 224, 3), np.uint8)   # normalised on the device

@@ -36,8 +36,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_clips", 64, "Fabricated training clips (without data_dir).")
   flags.DEFINE_string("data_dir", "", "A data_dir holding a prepared cremad.")
   flags.DEFINE_string("split", "train", "Split to read (train is augmented).")
-  flags.DEFINE_integer("read_threads", 2, "Reading threads per process (config.data.read_threads; "
-                       "with 0 workers these threads alone decode: 1 times one core).")
+  flags.DEFINE_integer("read_threads", None, "Reading threads per process "
+                       "(config.data.read_threads; default: the loader's).")
 
 
 def fabricate_and_prepare(root: str, num_clips: int) -> str:
@@ -66,18 +66,17 @@ def time_passes(dataset, split: str, batch_size: int, epochs: int) -> tuple[floa
 
 
 def run(data_dir: str, worker_counts, batch_size: int, epochs: int, split: str,
-        read_threads: int = 2) -> list[dict]:
-  if read_threads < 1:
-    raise ValueError(f"read_threads must be >= 1, got {read_threads}")
+        read_threads: int | None = None) -> list[dict]:
   results = []
   for workers in worker_counts:
     config = ml_collections.ConfigDict(dict(name="cremad", data_dir=data_dir, manual_dir="",
-                                            modalities="", num_workers=int(workers),
-                                            read_threads=read_threads))
+                                            modalities="", num_workers=int(workers)))
+    if read_threads is not None:
+      config.read_threads = read_threads
     dataset = data_pipelines.load(config)
     startup, seconds, count = time_passes(dataset, split, batch_size, epochs)
     dataset.close()
-    results.append({"num_workers": int(workers), "read_threads": read_threads,
+    results.append({"num_workers": int(workers), "read_threads": dataset.read_threads,
                     "batch_size": batch_size,
                     "examples_per_epoch": dataset.num_examples(split), "epochs": epochs,
                     "first_batch_s": round(startup, 2),

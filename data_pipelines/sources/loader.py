@@ -151,7 +151,7 @@ class Pipeline:
                prefetch_batches: int):
     import grain  # noqa: PLC0415
     ds = grain.MapDataset.source(batch_source).to_iter_dataset(
-        grain.ReadOptions(num_threads=max(1, read_threads), prefetch_buffer_size=prefetch_batches))
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
     if num_workers > 0:
       _mark_flags_parsed()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -199,6 +199,9 @@ class TfdsDataset:
     self.device_preprocess = getattr(self.preprocess, "device", None)
     self.num_workers = int(cfg(data_config, "num_workers", 0))
     self.read_threads = int(cfg(data_config, "read_threads", 2))
+    if self.read_threads < 1:
+      raise ValueError(f"data.read_threads must be >= 1 (threads per reading process), got "
+                       f"{self.read_threads}")
     self.prefetch_batches = int(cfg(data_config, "prefetch_batches", 2))
     self.live_pipelines = int(cfg(data_config, "live_pipelines", 4))
     self._spec = None
