@@ -380,7 +380,8 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   paper_best = [running_max(d, paper) for d in dirs]
 
   spe, num_epochs = run.steps_per_epoch, config.num_epochs
-  step = int(jax.device_get(run.dp.host_state(state).step).reshape(-1)[0])
+  host = run.dp.host_state(state)
+  step = int(jax.device_get(host.step).reshape(-1)[0])
   log_every, ckpt_every = config.log_every_steps, config.checkpoint_every_steps
   history: list[list[dict]] = [[] for _ in seeds]
   pbar = tqdm(total=spe * num_epochs, initial=step, desc="train", unit="step",
@@ -390,7 +391,6 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   copier = _Copies(run)
   copies = Copies(copier.train, copier.evaluate, num_epochs, copier.concept)
   flops, counted = None, False
-  host = run.dp.host_state(state)
   hosts = seeds_lib.unstack(host, n) if stacked else [host]
   if restored is None and run.method.prepare is not None:   # e.g. UMT's teachers, once
     hosts = [run.method.prepare(run.seed_ctx(s), h, copies=copies) for s, h in zip(seeds, hosts)]
