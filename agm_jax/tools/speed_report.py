@@ -137,11 +137,11 @@ def summarise(parts: dict) -> dict:
       s = {"joint_step_s": r.get("joint_step_s"), "agm_step_s": r.get("agm_step_s"),
            "agm_over_joint": r.get("agm_over_joint"),
            "agm_eval_bn_over_joint": r.get("agm_eval_bn_over_joint")}
-      for v in ("joint", "agm", "agm_eval_bn"):
-        for key in r:   # "<v>@seeds=N_step_s", not its "_first_step_s" (the compile)
-          seeds = re.fullmatch(rf"{re.escape(v)}@seeds=(\d+)_step_s", key)
-          if seeds:
-            s[f"{v}@seeds={seeds[1]}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
+      for key in r:   # "<variant>@seeds=N_step_s", not its "_first_step_s" (the compile)
+        seeds = re.fullmatch(r"(\w+)@seeds=(\d+)_step_s", key)
+        if seeds:
+          v, n = seeds.groups()
+          s[f"{v}@seeds={n}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
       for key in ("joint_over_released_joint", "agm_over_released_agm", "released_error"):
         if key in r:
           s[key] = r[key]
