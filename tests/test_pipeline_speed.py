@@ -65,8 +65,7 @@ def test_device_normalisation_equals_the_host_one():
 def test_loader_benchmark_prints_json_lines():
   proc = subprocess.run([sys.executable, "-m", "data_pipelines.benchmark", "--num_workers=0",
                          "--num_clips=4", "--batch_size=2", "--epochs=1", "--read_threads=1"],
-                        cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   line = json.loads(proc.stdout.strip().splitlines()[-1])
   assert line["num_workers"] == 0 and line["read_threads"] == 1 and line["examples_per_s"] > 0
