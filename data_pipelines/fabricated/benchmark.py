@@ -88,11 +88,8 @@ def run(data_dir: str, worker_counts, batch_size: int, epochs: int, split: str,
 def main(argv):
   del argv
   f = flags.FLAGS
-  if f.data_dir:
-    run(f.data_dir, f.num_workers, f.batch_size, f.epochs, f.split, f.read_threads)
-    return
-  with tempfile.TemporaryDirectory() as root:
-    data_dir = fabricate_and_prepare(root, f.num_clips)
+  with tempfile.TemporaryDirectory() as root:   # (left empty when --data_dir is given)
+    data_dir = f.data_dir or fabricate_and_prepare(root, f.num_clips)
     run(data_dir, f.num_workers, f.batch_size, f.epochs, f.split, f.read_threads)
 
 
