@@ -188,9 +188,13 @@ def test_modality_selection(data_dir):
     data_pipelines.load(data_config(data_dir, modalities="audio,text"))
 
 
-def test_read_threads_below_one_are_rejected(data_dir):
-  with pytest.raises(ValueError, match="data.read_threads must be >= 1"):
-    data_pipelines.load(data_config(data_dir, read_threads=0))
+@pytest.mark.parametrize("field,value,minimum", [
+    ("read_threads", 0, 1), ("num_workers", -1, 0), ("prefetch_batches", -1, 0),
+    ("live_pipelines", -1, 0)])
+def test_loader_counts_below_their_minimum_are_rejected(data_dir, field, value, minimum):
+  # A negative worker count used to run the loader in this process without a word.
+  with pytest.raises(ValueError, match=f"data.{field} must be >= {minimum}, got {value}"):
+    data_pipelines.load(data_config(data_dir, **{field: value}))
 
 
 def test_more_frames_and_segment_sampling(data_dir):

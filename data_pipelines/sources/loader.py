@@ -170,6 +170,15 @@ class Pipeline:
       close()
 
 
+def _count(data_config, name: str, default: int, *, minimum: int) -> int:
+  """``data.<name>`` as an int, rejecting values below ``minimum`` (a negative worker count
+  would otherwise quietly read in this process)."""
+  value = int(cfg(data_config, name, default))
+  if value < minimum:
+    raise ValueError(f"data.{name} must be >= {minimum}, got {value}")
+  return value
+
+
 class TfdsDataset:
   """The ``base`` dataset contract over a prepared TFDS directory.
 
@@ -197,13 +206,10 @@ class TfdsDataset:
     self.preprocess = definition.make_preprocess(data_config, self.modalities)
     # What the jitted steps apply to a batch first, on the device (uint8 frames -> floats).
     self.device_preprocess = getattr(self.preprocess, "device", None)
-    self.num_workers = int(cfg(data_config, "num_workers", 0))
-    self.read_threads = int(cfg(data_config, "read_threads", 2))
-    if self.read_threads < 1:
-      raise ValueError(f"data.read_threads must be >= 1 (threads per reading process), got "
-                       f"{self.read_threads}")
-    self.prefetch_batches = int(cfg(data_config, "prefetch_batches", 2))
-    self.live_pipelines = int(cfg(data_config, "live_pipelines", 4))
+    self.num_workers = _count(data_config, "num_workers", 0, minimum=0)
+    self.read_threads = _count(data_config, "read_threads", 2, minimum=1)
+    self.prefetch_batches = _count(data_config, "prefetch_batches", 2, minimum=0)
+    self.live_pipelines = _count(data_config, "live_pipelines", 4, minimum=0)
     self._spec = None
     self._pipelines: collections.OrderedDict = collections.OrderedDict()
     self._lock = threading.Lock()
