@@ -54,13 +54,14 @@ def test_speed_report_parts_and_summary():
   assert slow["error"].startswith("out of time")
   parts = {"step_16": {"joint_step_s": 1.0, "agm_step_s": 1.1, "agm_over_joint": 1.1,
                        "agm@seeds=4_step_s": 1.76, "agm@seeds=4_first_step_s": 30.0,
-                       "agm_over_released_agm": 0.4},
+                       "agm_over_released_agm": 0.4, "agm_eval_bn_over_released_agm": 0.7},
            "step_64": {"error": "exit code 1"},
            "loader": {"lines": [{"num_workers": 0, "examples_per_s": 400.0},
                                 {"num_workers": 2, "examples_per_s": 700.0}]}}
   summary = speed_report.summarise(parts)
   assert summary["step_16"] == {"joint_step_s": 1.0, "agm_step_s": 1.1, "agm_over_joint": 1.1,
-                                "agm@seeds=4_over_one_seed": 1.6, "agm_over_released_agm": 0.4}
+                                "agm@seeds=4_over_one_seed": 1.6, "agm_over_released_agm": 0.4,
+                                "agm_eval_bn_over_released_agm": 0.7}
   assert summary["step_64"] == {"error": "exit code 1"}
   assert summary["loader"] == {"0": 400.0, "2": 700.0}
 
@@ -71,6 +72,19 @@ def test_unknown_variant_is_one_line():
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown variant 'agm3'")
+
+
+def test_released_ratios_pair_each_variant_with_the_same_protocol():
+  """Ours over the released step of the same protocol: joint over its joint; its AGM step runs
+  the masked passes with eval-mode BatchNorm, so agm_eval_bn is its like-for-like counterpart
+  and agm (batch statistics) is compared with it under its own name; medians of hand values."""
+  ours = {"joint": [2.0, 4.0, 3.0], "agm": [3.0, 3.5, 4.0], "agm_eval_bn": [6.0, 7.0, 8.0],
+          "mslr": [3.0]}
+  released = {"joint": [1.0, 1.5, 2.0], "agm": [5.0, 5.0, 6.0]}
+  assert bench.released_ratios(ours, released) == {
+      "joint_over_released_joint": 2.0, "agm_over_released_agm": 0.7,
+      "agm_eval_bn_over_released_agm": 1.4}
+  assert bench.released_ratios({"joint": [1.0]}, released) == {"joint_over_released_joint": 0.667}
 
 
 def test_released_steps_protocol_and_missing_pieces(tmp_path):

@@ -28,7 +28,9 @@ gives ``<name>_error`` instead. Also ``batch_size``, ``steps``, ``devices``,
 PyTorch; a CREMA-D config) adds the released code's CREMA-D joint and AGM steps
 (``agm_jax.tools.released``: their own process, stepped in the same rounds as the JAX
 variants): ``released_joint_step_s``, ``released_agm_step_s``, their spreads, and
-``joint_over_released_joint``, ``agm_over_released_agm``; or ``released_error`` saying why
+``joint_over_released_joint``, ``agm_eval_bn_over_released_agm`` (the same protocol: the
+released AGM step's masked passes use eval-mode BatchNorm), ``agm_over_released_agm``
+(batch-statistics masked passes beside it); or ``released_error`` saying why
 not (no PyTorch, no ``model/`` folder, another dataset). ``--reference_python`` runs them
 under another interpreter (an environment with PyTorch and absl-py). The JAX side then
 allocates device memory on demand (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) so both fit on one
@@ -184,6 +186,20 @@ def hlo_stats(text: str) -> dict:
   return {"ops": sum(ops.values()), **{k: ops.get(k, 0) for k in KERNEL_OPS}}
 
 
+# Our variant -> the released step it is set beside. The released AGM step runs its masked
+# passes with eval-mode BatchNorm, so ``agm_eval_bn`` is its like-for-like counterpart; ``agm``
+# (batch-statistics masked passes) is set beside it too, under its own name.
+RELEASED_COUNTERPART = {"joint": "joint", "agm": "agm", "agm_eval_bn": "agm"}
+
+
+def released_ratios(ours: dict, released: dict) -> dict:
+  """``<ours>_over_released_<step>``: the median of our variant's step times over the median
+  of its released counterpart's, for each pair present in both."""
+  return {f"{name}_over_released_{step}": round(
+              statistics.median(ours[name]) / statistics.median(released[step]), 3)
+          for name, step in RELEASED_COUNTERPART.items() if name in ours and step in released}
+
+
 def spread(times) -> dict:
   """Min, quartiles and max of a variant's step times (seconds)."""
   q1, q3 = np.percentile(times, [25, 75])
@@ -250,9 +266,7 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
     for name, times in released.times.items():
       result[f"released_{name}_step_s"] = float(f"{statistics.median(times):.4g}")
       result[f"released_{name}_spread_s"] = spread(times)
-      if name in timed:
-        result[f"{name}_over_released_{name}"] = round(
-            statistics.median(timed[name].times) / statistics.median(times), 3)
+    result.update(released_ratios({n: t.times for n, t in timed.items()}, released.times))
   for name, t in timed.items():
     median = statistics.median(t.times)
     result[f"{name}_step_s"] = float(f"{median:.4g}")

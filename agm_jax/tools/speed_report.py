@@ -16,11 +16,12 @@ Runs these parts one after another, each as its own process given what is left o
 * ``loader``: ``data_pipelines.benchmark`` — loader throughput per worker count.
 
 Then ``OUT/report.json``: every part's result (or its ``error`` and last output lines) and
-``summary``: per batch size AGM/joint, eval-BatchNorm AGM/joint, N seeds/one seed and
-ours/the released code; the epoch's ``epoch_over_steps`` and
-``wait_fraction``; examples/s per worker count. The same summary is the LAST stdout line.
-``--config`` and every ``--config.*`` override given after ``--`` go to the step and epoch
-parts (e.g. ``-- --config.model.dtype=bfloat16``).
+``summary``: per batch size AGM/joint, eval-BatchNorm AGM/joint, N seeds/one seed and ours
+over the released code's steps (``agm_eval_bn_over_released_agm`` is the same protocol as the
+released AGM step, whose masked passes use eval-mode BatchNorm); the epoch's
+``epoch_over_steps`` and ``wait_fraction``; examples/s per worker count. The same summary is
+the LAST stdout line. ``--config`` and every ``--config.*`` override given after ``--`` go to
+the step and epoch parts (e.g. ``-- --config.model.dtype=bfloat16``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def summarise(parts: dict) -> dict:
         if seeds:
           v, n = seeds.groups()
           s[f"{v}@seeds={n}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
-      for key in ("joint_over_released_joint", "agm_over_released_agm", "released_error"):
+      for key in ("joint_over_released_joint", "agm_over_released_agm",
+                  "agm_eval_bn_over_released_agm", "released_error"):
         if key in r:
           s[key] = r[key]
       summary[name] = {k: v for k, v in s.items() if v is not None}
