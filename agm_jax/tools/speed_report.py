@@ -143,9 +143,7 @@ def summarise(parts: dict) -> dict:
         if seeds:
           v, n = seeds.groups()
           s[f"{v}@seeds={n}_over_one_seed"] = _ratio(r[key], r.get(f"{v}_step_s"))
-      for key in ("joint_over_released_joint", "agm_over_released_agm",
-                  "agm_eval_bn_over_released_agm", "released_error"):
-        if key in r:
+        elif "_over_released_" in key or key == "released_error":   # bench's released_ratios
           s[key] = r[key]
       summary[name] = {k: v for k, v in s.items() if v is not None}
     elif name == "epoch" and "error" not in r:
