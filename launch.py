@@ -67,6 +67,8 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from agm_jax import xla_flags  # noqa: PLC0415 - fast --help
+  xla_flags.use_cpu_defaults()   # before JAX starts: XLA reads its flags once
   from agm_jax.train import atomic, guard, lock, loop, parallel, validate  # noqa: PLC0415 - fast --help
   config = _CONFIG.value
   try:

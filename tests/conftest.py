@@ -21,10 +21,11 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import warnings
+
+from agm_jax import xla_flags  # no JAX import: the flags below are set before it
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFF = ("0", "off", "false", "no", "none")
@@ -41,49 +42,21 @@ def _xla_cache_dir():
   return os.path.join(base, "agm_jax", "xla_test_cache")
 
 
-def _accepted_xla_flags(flags, cache_dir):
-  """The subset of ``flags`` this jaxlib's XLA accepts (it aborts on an unknown XLA_FLAGS
-  entry): probed once per jaxlib version in a subprocess, remembered in ``cache_dir``."""
-  try:
-    version = importlib.metadata.version("jaxlib")
-  except importlib.metadata.PackageNotFoundError:
-    return []
-  memo = os.path.join(cache_dir, f"accepted_xla_flags-jaxlib-{version}.json") if cache_dir \
-      else None
-  known = {}
-  if memo and os.path.exists(memo):
-    with open(memo) as f:
-      known = json.load(f)
-
-  def accepted(group):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(group))
-    return subprocess.run([sys.executable, "-c", "import jax; jax.devices('cpu')"], env=env,
-                          capture_output=True, timeout=300).returncode == 0
-
-  unknown = [f for f in flags if f not in known]
-  if unknown:
-    if accepted(unknown):
-      known.update(dict.fromkeys(unknown, True))
-    else:
-      known.update({f: accepted([f]) for f in unknown})
-    if memo and any(known.values()):   # (nothing accepted: jax itself may be failing)
-      with open(memo + f".{os.getpid()}", "w") as f:
-        json.dump(known, f)
-      os.replace(memo + f".{os.getpid()}", memo)
-  return [f for f in flags if known[f]]
-
-
 XLA_CACHE_DIR = _xla_cache_dir()
 if XLA_CACHE_DIR:
   os.makedirs(XLA_CACHE_DIR, exist_ok=True)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if (os.environ["JAX_PLATFORMS"] == "cpu" and
-    os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF):
-  _wanted = [f for f in FAST_COMPILE_FLAGS
-             if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
+if os.environ["JAX_PLATFORMS"] == "cpu":
+  # the entry points' XLA:CPU settings (so the launch.py runs below need not probe for them)
+  # and, unless switched off, the fast-compile flags; only those this jaxlib accepts
+  _wanted = [*xla_flags.CPU_DEFAULTS] * (os.environ.get("AGM_JAX_XLA_DEFAULTS", "1").lower()
+                                         not in OFF)
+  if os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF:
+    _wanted += FAST_COMPILE_FLAGS
+  _wanted = [f for f in _wanted if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
   if _wanted:
     os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), *_accepted_xla_flags(_wanted, XLA_CACHE_DIR)]).strip()
+        [os.environ.get("XLA_FLAGS", ""), *xla_flags.accepted(_wanted, XLA_CACHE_DIR)]).strip()
 if XLA_CACHE_DIR:
   _CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": XLA_CACHE_DIR,
                 # every program, however small or quick to compile (the defaults skip those

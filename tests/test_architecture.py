@@ -14,7 +14,7 @@ PACKAGES = ("agm_jax", "data_pipelines", "configs")
 CORE, MODELS, METHODS, TRAIN, TOOLS = range(5)
 CORE_MODULES = ("agm_jax", "agm_jax.shapley", "agm_jax.subsets", "agm_jax.probe",
                 "agm_jax.modalities", "agm_jax.modulation", "agm_jax.transforms",
-                "agm_jax.compat", "agm_jax.metrics")
+                "agm_jax.compat", "agm_jax.metrics", "agm_jax.xla_flags")
 
 
 def layer(module: str) -> int | None:

@@ -58,7 +58,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import data_pipelines
-from agm_jax import methods
+from agm_jax import methods, xla_flags
 from agm_jax.tools import released as released_lib
 from agm_jax.train.loop import Run
 from agm_jax.train.steps import step_flops
@@ -287,6 +287,7 @@ def benchmark(config, *, batch_size: int, steps: int, warmup: int, variants, dty
 
 def main(argv):
   del argv
+  xla_flags.use_cpu_defaults()   # before JAX starts: XLA reads its flags once
   f = flags.FLAGS
   valid = (*VARIANTS, *methods.NAMES)
   unknown = [v for v in f.variants if v.split("@")[0] not in valid]

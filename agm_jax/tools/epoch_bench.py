@@ -37,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import data_pipelines
+from agm_jax import xla_flags
 from agm_jax.train import loop
 from data_pipelines.fabricated.benchmark import fabricate_and_prepare
 
@@ -112,6 +113,7 @@ def epoch_benchmark(config, data_dir: str, *, batch_size: int, num_workers: int,
 
 def main(argv):
   del argv
+  xla_flags.use_cpu_defaults()   # before JAX starts: XLA reads its flags once
   f = flags.FLAGS
   if f.num_clips < f.batch_size:
     print(f"error: --num_clips {f.num_clips} gives no full batch of {f.batch_size}",

@@ -47,7 +47,7 @@ import optax
 from absl import app, flags
 from tqdm import tqdm
 
-from agm_jax import subsets
+from agm_jax import subsets, xla_flags
 from agm_jax.methods.base import inputs_of
 from agm_jax.train import seeds as seeds_lib
 from agm_jax.train import writer
@@ -266,6 +266,7 @@ def settings_from_flags() -> Settings:
 
 def main(argv, settings: Settings = Settings()) -> int:
   """Probes every workdir in ``argv[1:]``, one JSON line per run; 2 with a one-line error."""
+  xla_flags.use_cpu_defaults()   # before JAX starts: XLA reads its flags once
   workdirs = argv[1:]
   if not workdirs:
     print("usage: python -m agm_jax.tools.linear_probe WORKDIR [WORKDIR …]", file=sys.stderr)
