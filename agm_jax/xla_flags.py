@@ -6,10 +6,10 @@ fusions by default, and for training-shaped convolutions these are slow. At CREM
 64-channel convolution took 232 ms through YNNPACK and 35 ms through XLA's own convolution.
 Two runs of ``agm_jax.tools.bench`` (each 5 interleaved rounds, medians), without -> with the
 flag: joint step 9.28 -> 4.76 s, AGM 7.45 -> 4.24 s, eval-BatchNorm AGM 15.5 -> 9.30 s, while
-the released PyTorch joint step timed in the same rounds stayed at 4.06 / 3.95 s. Turning off only the
-convolution fusion beat turning YNNPACK off altogether by 10% (joint 3.59 vs 3.97 s,
-interleaved): its reductions and dots help. Measured on that CPU only; on a GPU the flag
-changes nothing.
+the released PyTorch joint step timed in the same rounds stayed at 4.06 / 3.95 s. Turning
+off only the convolution fusion beat turning YNNPACK off altogether by 10% (joint 3.59 vs
+3.97 s, interleaved): its reductions and dots help. Measured on that CPU only; on a GPU the
+flag changes nothing.
 
 The entry points (``launch.py``, ``agm_jax.tools.bench``, ``epoch_bench``, ``linear_probe``)
 call :func:`use_cpu_defaults` first. In your own program call it before JAX's first
