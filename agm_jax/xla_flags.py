@@ -26,11 +26,17 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 CPU_DEFAULTS = (
     "--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION",
 )
-OFF = ("0", "off", "false", "no")
+OFF = ("0", "off", "false", "no", "none")
+
+
+def enabled() -> bool:
+  """False when ``AGM_JAX_XLA_DEFAULTS`` switches ``CPU_DEFAULTS`` off."""
+  return os.environ.get("AGM_JAX_XLA_DEFAULTS", "1").lower() not in OFF
 
 
 def default_cache_dir() -> str:
@@ -77,17 +83,17 @@ def accepted(flags, cache_dir: str | None = None) -> list[str]:
   return [f for f in flags if known[f]]
 
 
-def with_defaults(xla_flags: str, accepted=accepted) -> str:
-  """``xla_flags`` with each of ``CPU_DEFAULTS`` that it does not already name and that
-  ``accepted`` keeps appended."""
+def with_defaults(xla_flags: str, accepted=accepted, flags=CPU_DEFAULTS) -> str:
+  """``xla_flags`` with each of ``flags`` that it does not already name and that ``accepted``
+  keeps appended."""
   named = {f.split("=", 1)[0] for f in xla_flags.split()}
-  wanted = [f for f in CPU_DEFAULTS if f.split("=", 1)[0] not in named]
+  wanted = [f for f in flags if f.split("=", 1)[0] not in named]
   return " ".join([xla_flags.strip(), *(accepted(wanted) if wanted else [])]).strip()
 
 
 def _backends_exist() -> bool:
   try:
-    from jax._src import xla_bridge  # noqa: PLC0415 - private; only to warn of a late call
+    from jax._src import xla_bridge  # noqa: PLC0415 - private; only to catch a late call
   except ImportError:
     return False
   return getattr(xla_bridge, "backends_are_initialized", lambda: False)()
@@ -95,8 +101,12 @@ def _backends_exist() -> bool:
 
 def use_cpu_defaults() -> bool:
   """Adds ``CPU_DEFAULTS`` to ``os.environ["XLA_FLAGS"]`` (see the module docstring); True if
-  anything was added. Does nothing once JAX's backends exist (XLA read its flags then)."""
-  if os.environ.get("AGM_JAX_XLA_DEFAULTS", "1").lower() in OFF or _backends_exist():
+  anything was added. Once JAX's backends exist (XLA has read its flags) it only warns."""
+  if not enabled():
+    return False
+  if _backends_exist():
+    warnings.warn("agm_jax.xla_flags.use_cpu_defaults() called after JAX started: its XLA "
+                  "flags take no effect in this process", stacklevel=2)
     return False
   before = os.environ.get("XLA_FLAGS", "")
   after = with_defaults(before, lambda flags: accepted(flags, default_cache_dir()))

@@ -49,14 +49,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if os.environ["JAX_PLATFORMS"] == "cpu":
   # the entry points' XLA:CPU settings (so the launch.py runs below need not probe for them)
   # and, unless switched off, the fast-compile flags; only those this jaxlib accepts
-  _wanted = [*xla_flags.CPU_DEFAULTS] * (os.environ.get("AGM_JAX_XLA_DEFAULTS", "1").lower()
-                                         not in OFF)
+  _wanted = [*xla_flags.CPU_DEFAULTS] * xla_flags.enabled()
   if os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF:
     _wanted += FAST_COMPILE_FLAGS
-  _wanted = [f for f in _wanted if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
-  if _wanted:
-    os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), *xla_flags.accepted(_wanted, XLA_CACHE_DIR)]).strip()
+  os.environ["XLA_FLAGS"] = xla_flags.with_defaults(
+      os.environ.get("XLA_FLAGS", ""), lambda f: xla_flags.accepted(f, XLA_CACHE_DIR), _wanted)
 if XLA_CACHE_DIR:
   _CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": XLA_CACHE_DIR,
                 # every program, however small or quick to compile (the defaults skip those
