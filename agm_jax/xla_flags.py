@@ -104,11 +104,13 @@ def use_cpu_defaults() -> bool:
   anything was added. Once JAX's backends exist (XLA has read its flags) it only warns."""
   if not enabled():
     return False
+  before = os.environ.get("XLA_FLAGS", "").strip()
+  after = with_defaults(before, lambda flags: accepted(flags, default_cache_dir()))
+  if after == before:   # already there (or not accepted): nothing to add
+    return False
   if _backends_exist():
     warnings.warn("agm_jax.xla_flags.use_cpu_defaults() called after JAX started: its XLA "
                   "flags take no effect in this process", stacklevel=2)
     return False
-  before = os.environ.get("XLA_FLAGS", "")
-  after = with_defaults(before, lambda flags: accepted(flags, default_cache_dir()))
   os.environ["XLA_FLAGS"] = after
-  return after != before.strip()
+  return True
