@@ -31,9 +31,13 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.method = "agm"
   c.seed = 0
-  # Seeds seed … seed+num_seeds-1 trained together as one vmapped program, one shared data
+  # Seeds seed … seed+num_seeds-1 trained together as one jitted program, one shared data
   # order (agm_jax/train/seeds.py); each seed's lines and summary in <workdir>/seed_<s>/.
   c.num_seeds = 1
+  # How the seeds share the program: "vmap" (batched ops), "unroll" (the step once per seed in
+  # one jitted program) or "auto" (unroll on the CPU when the step convolves: XLA:CPU's
+  # vmapped convolutions are slow; vmap otherwise). The values are the same either way.
+  c.seed_program = "auto"
   # The statistic a paper reports, logged beside the final and best-on-val numbers: "" (none),
   # "max_test_acc" / "max_val_acc" (the highest accuracy over epochs on that split, as
   # paper_max_<split>_acc on its lines and "paper" in summary.json); configs/paper.py sets it

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agm_jax.tools import report
-from agm_jax.train import loop, seeds
+from agm_jax.train import loop, seeds, validate
 from tests.conftest import read_lines, tiny_config
 
 
@@ -132,3 +132,83 @@ def test_epoch_end_rule_per_seed(tmp_path):
 def test_errors(override, message):
   with pytest.raises(ValueError, match=message):
     seeds.count(tiny_config(**override))
+
+
+def test_over_seeds_programs_agree():
+  """Every program maps the seed axis of the mapped arguments and shares the others: seed i of
+  f(s, x) = s·x + 1 is s_i·x + 1, with the outputs' tree stacked."""
+  f = lambda s, x: {"y": s["w"] * x + 1.0, "n": s["w"].sum()}
+  s = {"w": np.array([[1.0, 2.0], [3.0, 4.0]])}   # 2 seeds
+  x = np.array([10.0, 100.0])
+  want = {"y": np.array([[11.0, 201.0], [31.0, 401.0]]), "n": np.array([3.0, 7.0])}
+  for program in seeds.PROGRAMS:
+    got = jax.jit(seeds.over_seeds(f, (0, None), program))(s, x)
+    for k in want:
+      np.testing.assert_allclose(got[k], want[k], err_msg=program)
+  with pytest.raises(ValueError, match="program must be one of auto, vmap, unroll"):
+    seeds.over_seeds(f, (0, None), "pmap")
+
+
+def _convs(jaxpr):
+  """(feature_group_count, batch_group_count) of each convolution in ``jaxpr``, nested ones
+  included."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      out.append((eqn.params["feature_group_count"], eqn.params["batch_group_count"]))
+    for v in eqn.params.values():
+      for j in seeds._jaxprs(v):
+        out += _convs(j)
+  return out
+
+
+def test_auto_unrolls_convolutions_on_cpu():
+  """``auto`` on the CPU: a step that convolves (here inside a nested jit) is unrolled into
+  ordinary convolutions; vmapped, its second layer (per-seed input and kernel) would be one
+  grouped convolution. A step without convolutions is vmapped."""
+  def conv(k, x):   # two "SAME" 3×3 layers sharing the kernel
+    layer = lambda x: jax.lax.conv(x, k, (1, 1), "SAME")
+    return jax.jit(lambda x: layer(layer(x)))(x).sum()
+  # 3 seeds of a 1-in 1-out 3×3 kernel, seed i's all c = i+1; 2 images of 5×5 ones
+  k = np.ones((3, 1, 1, 3, 3), np.float32) * np.arange(1, 4, dtype=np.float32)[:, None, None,
+                                                                               None, None]
+  x = np.ones((2, 1, 5, 5), np.float32)
+  assert seeds.has_convolution(jax.make_jaxpr(conv)(k[0], x).jaxpr)
+  assert not seeds.has_convolution(jax.make_jaxpr(lambda a: a * 2)(x).jaxpr)
+  vmapped = _convs(jax.make_jaxpr(seeds.over_seeds(conv, (0, None), "vmap"))(k, x).jaxpr)
+  assert vmapped == [(1, 1), (3, 1)]   # seeds folded into output maps, then grouped
+  auto = _convs(jax.make_jaxpr(seeds.over_seeds(conv, (0, None), "auto"))(k, x).jaxpr)
+  assert auto == ([(1, 1)] * 6 if jax.default_backend() == "cpu" else vmapped)
+  assert seeds.auto_program(lambda a, x: a * x, (np.stack([x, x]), x), (0, None)) == "vmap"
+  # Layer 1 at pixel p is c·n(p), n(p) its in-image neighbours (4 at the 4 corners, 6 at the
+  # 12 other edge pixels, 9 at the 9 inside); layer 2 sums c·(layer 1) over those neighbours,
+  # so its total is c²·Σ n² = c²·(4·16 + 12·36 + 9·81) = 1225·c², times 2 images.
+  for program in seeds.PROGRAMS:
+    np.testing.assert_allclose(jax.jit(seeds.over_seeds(conv, (0, None), program))(k, x),
+                               [2450.0, 9800.0, 22050.0], err_msg=program)
+
+
+def test_seed_program_is_checked_with_the_config():
+  validate.validate_config(tiny_config(seed_program="unroll"))
+  with pytest.raises(validate.ConfigError,
+                     match="seed_program must be one of auto, vmap, unroll; got 'pmap'"):
+    validate.validate_config(tiny_config(seed_program="pmap"))
+
+
+def test_vmap_and_unroll_steps_agree(runs):
+  """The run's stacked train and eval steps give the same values unrolled as vmapped, to float
+  tolerance, from the same state and batch."""
+  _, _, (run, _, _) = runs
+  assert seeds.program(run.config) == "auto"
+  state = run.init_state()
+  batch = next(iter(run.train_batches(0)))
+  out = {}
+  for program in ("vmap", "unroll"):
+    train, _, evaluate = seeds.make_seed_steps(run.ctx, run.method, run.tx,
+                                               preprocess=run.preprocess, program=program)
+    new, metrics = train(jax.tree.map(np.array, state), batch, np.bool_(True))
+    weight = np.ones(jax.tree.leaves(batch)[0].shape[0], np.float32)
+    out[program] = jax.device_get((new, metrics, evaluate(new, batch, weight)))
+  for a, b in zip(jax.tree.leaves(out["vmap"]), jax.tree.leaves(out["unroll"])):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                               rtol=1e-5, atol=1e-6)

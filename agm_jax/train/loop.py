@@ -152,14 +152,16 @@ class Run:
     self.train_step, self.eval_step = self.make_steps(self.method)
     self.labels: dict[str, np.ndarray] = {}   # split -> its labels, flat (set by evaluate)
     self.base_tx = base
-    # config.num_seeds > 1: the seeds' states stacked, one vmapped step (train/seeds.py); the
-    # unvmapped steps above still serve per-seed work (epoch-end rules, the probe's dep pass).
+    # config.num_seeds > 1: the seeds' states stacked, one step mapped over them
+    # (train/seeds.py); the one-seed steps above still serve per-seed work (epoch-end rules,
+    # the probe's dep pass).
     self.seeds = seeds_lib.seeds_of(config)
     self.stacked = len(self.seeds) > 1
     if self.stacked:
       (self.train_step_seeds, self.train_step_masked,
-       self.eval_step_seeds) = seeds_lib.make_seed_steps(self.ctx, self.method, self.tx,
-                                                         preprocess=self.preprocess)
+       self.eval_step_seeds) = seeds_lib.make_seed_steps(
+           self.ctx, self.method, self.tx, preprocess=self.preprocess,
+           program=seeds_lib.program(config))
 
   def make_steps(self, method):
     """``(train_step, eval_step)`` of ``method`` (the run's, or a variant of it) on this run's
@@ -204,7 +206,7 @@ class Run:
     return self._eval_result(split, outputs, sizes)
 
   def evaluate_seeds(self, state, split: str) -> list:
-    """:meth:`evaluate` of every seed of a stacked state, in one vmapped pass per batch."""
+    """:meth:`evaluate` of every seed of a stacked state, in one mapped pass per batch."""
     outputs, sizes = self._eval_outputs(state, split, self.eval_step_seeds)
     return [self._eval_result(split, per_seed, sizes)
             for per_seed in seeds_lib.split_outputs(outputs, len(self.seeds))]
@@ -344,7 +346,7 @@ def _fit(config, workdir: str, *, dataset=None, epoch_hooks: tuple[Callable, ...
   ``hook(run, state, epoch, evals)`` after each epoch's evaluation
   (``evals[split] = (metrics, z, logits)`` for val and test) and return metrics to add to the
   test line; a hook's ``summary`` dict attribute is merged into the summary. With
-  ``config.num_seeds > 1`` the seeds train as one vmapped program (``train/seeds.py``): every
+  ``config.num_seeds > 1`` the seeds train as one jitted program (``train/seeds.py``): every
   hook, epoch-end rule and line is per seed, on that seed's slice of the state."""
   t_start = time.time()
   config = per_method.resolve(config)

@@ -44,6 +44,7 @@ def validate_config(config) -> None:
   _choice(config.parallel.mode, parallel.MODES, "parallel.mode")
   try:
     seeds.count(config)
+    seeds.program(config)
     loop.paper_statistic(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
