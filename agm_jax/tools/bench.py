@@ -8,12 +8,12 @@ shapes (``config.data.synthetic``): ``joint``, ``agm`` (masked passes with batch
 ``agm_eval_bn`` (AGM with eval-mode BatchNorm in the masked passes, the released code's), or
 any method name (``agm_jax.methods.NAMES``, batch-statistics masked passes), each optionally
 with ``@key=value`` setting a ``subsets`` field (``agm@path=generic``: the whole model per
-subset) or ``@seeds=N`` (``agm@seeds=4``: four seeds as one vmapped step,
-``config.num_seeds``). Every variant is
-compiled and warmed up (``--warmup`` steps) first; then ``--steps`` rounds each time one step
-of every variant in turn (interleaved, each synchronised with ``block_until_ready``), so a
-drift in the machine's speed reaches all variants alike. ``--config.parallel.mode=pmap`` times
-the pmap step (the batch split over the devices).
+subset) or ``@seeds=N`` (``config.num_seeds``; ``agm@seeds=4``: four seeds as one step),
+with ``@program=vmap|unroll|auto`` (``config.seed_program``) choosing how that step maps the
+seeds. Every variant is compiled and warmed up (``--warmup`` steps) first; then ``--steps``
+rounds each time one step of every variant in turn (interleaved, each synchronised with
+``block_until_ready``), so a drift in the machine's speed reaches all variants alike.
+``--config.parallel.mode=pmap`` times the pmap step (the batch split over the devices).
 
 The LAST stdout line is one JSON object: per variant ``<name>_step_s`` (the median),
 ``<name>_spread_s`` (min, quartiles, max), ``<name>_first_step_s`` (with compilation),
@@ -60,6 +60,7 @@ from ml_collections import config_flags
 import data_pipelines
 from agm_jax import methods, xla_flags
 from agm_jax.tools import released as released_lib
+from agm_jax.train import seeds as seeds_lib
 from agm_jax.train.loop import Run
 from agm_jax.train.steps import step_flops
 from data_pipelines.sources.random_inputs import random_batch
@@ -95,8 +96,9 @@ def variant_config(config, name: str):
   """The config of one timed variant: ``agm_eval_bn`` is AGM with the masked passes in eval
   BatchNorm mode; every other name is that method with batch-statistics masked passes. A
   suffix ``@key=value`` (repeatable) sets a ``subsets`` field, e.g. ``agm@path=generic`` (the
-  whole model per subset), or with ``seeds=N`` trains N seeds as one vmapped step
-  (``config.num_seeds``; ``agm@seeds=4``)."""
+  whole model per subset), or with ``seeds=N`` trains N seeds as one step
+  (``config.num_seeds``; ``agm@seeds=4``), and ``program=vmap|unroll|auto`` picks how
+  (``config.seed_program``; ``agm@seeds=4@program=vmap``)."""
   base, *options = name.split("@")
   method, subset_bn = VARIANTS.get(base, (base, "batch"))
   c = copy.deepcopy(config)
@@ -107,9 +109,13 @@ def variant_config(config, name: str):
       if sep and key == "seeds" and value.isdigit() and int(value) >= 1:
         c.num_seeds = int(value)
         continue
+      if sep and key == "program" and value in seeds_lib.PROGRAMS:
+        c.seed_program = value
+        continue
       if not sep or key not in c.subsets:
-        raise ValueError(f"variant {name!r}: {option!r} is not <subsets key>=<value> or "
-                         f"seeds=<N>; subsets keys: {', '.join(c.subsets)}")
+        raise ValueError(f"variant {name!r}: {option!r} is not <subsets key>=<value>, "
+                         f"seeds=<N> or program=<{'|'.join(seeds_lib.PROGRAMS)}>; subsets "
+                         f"keys: {', '.join(c.subsets)}")
       c.subsets[key] = value
   return c
 
@@ -156,7 +162,7 @@ class Timed:
     self.batch = self.run.dp.put_batch(batch)
     self.active = np.bool_(True)
     self.times: list[float] = []
-    # num_seeds > 1: the seeds' vmapped step on their stacked states
+    # num_seeds > 1: the seeds' mapped step on their stacked states
     self.train_step = self.run.train_step_seeds if self.run.stacked else self.run.train_step
 
   def step(self) -> float:

@@ -9,7 +9,7 @@ Runs these parts one after another, each as its own process given what is left o
 
 * ``step_<B>`` for each ``--batch_sizes`` B: ``agm_jax.tools.bench`` (interleaved rounds) of
   ``--variants``; the first batch size also times ``--extra_variants`` (by default four seeds
-  as one vmapped step, ``@seeds=4``) and, with ``--reference_dir``, the released PyTorch
+  as one step, ``@seeds=4``: vmapped on a GPU) and, with ``--reference_dir``, the released PyTorch
   code's steps;
 * ``epoch``: ``agm_jax.tools.epoch_bench`` — fabricated full-size CREMA-D clips through the
   real loader and step: loader alone, step alone, the whole epoch, the time the step waited;
