@@ -30,8 +30,15 @@ def test_interleaved_variants_and_keys():
   # a subsets field per variant: the whole model per subset has more kernels than the fast path
   assert result["agm@path=generic_hlo"]["fusion"] > result["agm_hlo"]["fusion"]
   assert "not <subsets key>=<value>" in result["agm@bogus=1_error"]
-  # two seeds as one vmapped step: twice the work of one
+  # two seeds as one step (the MLP's: vmapped): twice the work of one
   assert result["agm@seeds=2_flops"] > 1.5 * result["agm_flops"]
+
+
+def test_variant_seed_options():
+  c = bench.variant_config(default.get_config(), "agm_eval_bn@seeds=4@program=unroll")
+  assert (c.method, c.subsets.bn, c.num_seeds, c.seed_program) == ("agm", "eval", 4, "unroll")
+  with pytest.raises(ValueError, match=r"or program=<auto\|vmap\|unroll>"):
+    bench.variant_config(default.get_config(), "agm@seeds=2@program=pmap")
 
 
 def test_speed_report_parts_and_summary():
