@@ -36,7 +36,7 @@ def get_config():
   c.num_seeds = 1
   # How the seeds share the program: "vmap" (batched ops), "unroll" (the step once per seed in
   # one jitted program) or "auto" (unroll on the CPU when the step convolves: XLA:CPU's
-  # vmapped convolutions are slow; vmap otherwise). The values are the same either way.
+  # vmapped convolutions are slow; vmap otherwise). The values agree up to float rounding.
   c.seed_program = "auto"
   # The statistic a paper reports, logged beside the final and best-on-val numbers: "" (none),
   # "max_test_acc" / "max_val_acc" (the highest accuracy over epochs on that split, as
