@@ -152,14 +152,8 @@ def test_over_seeds_programs_agree():
 def _convs(jaxpr):
   """(feature_group_count, batch_group_count) of each convolution in ``jaxpr``, nested ones
   included."""
-  out = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "conv_general_dilated":
-      out.append((eqn.params["feature_group_count"], eqn.params["batch_group_count"]))
-    for v in eqn.params.values():
-      for j in seeds._jaxprs(v):
-        out += _convs(j)
-  return out
+  return [(e.params["feature_group_count"], e.params["batch_group_count"])
+          for e in seeds.convolutions(jaxpr)]
 
 
 def test_auto_unrolls_convolutions_on_cpu():

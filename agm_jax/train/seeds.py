@@ -118,14 +118,19 @@ def _jaxprs(value):
       yield from _jaxprs(v)
 
 
-def has_convolution(jaxpr) -> bool:
-  """Whether ``jaxpr`` (or any jaxpr nested in its equations) convolves."""
+def convolutions(jaxpr):
+  """The convolution equations of ``jaxpr`` and of every jaxpr nested in its equations."""
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "conv_general_dilated":
-      return True
-    if any(has_convolution(j) for v in eqn.params.values() for j in _jaxprs(v)):
-      return True
-  return False
+      yield eqn
+    for v in eqn.params.values():
+      for j in _jaxprs(v):
+        yield from convolutions(j)
+
+
+def has_convolution(jaxpr) -> bool:
+  """Whether ``jaxpr`` (or any jaxpr nested in its equations) convolves."""
+  return next(convolutions(jaxpr), None) is not None
 
 
 def auto_program(fn, args, in_axes) -> str:
@@ -155,6 +160,7 @@ def over_seeds(fn, in_axes, program: str = "vmap"):
   if program not in PROGRAMS:
     raise ValueError(f"program must be one of {', '.join(PROGRAMS)}; got {program!r}")
   mapped = [i for i, a in enumerate(in_axes) if a == 0]
+  vmapped = jax.vmap(fn, in_axes=in_axes)
 
   def unrolled(*args):
     n = jax.tree.leaves(args[mapped[0]])[0].shape[0]
@@ -167,11 +173,9 @@ def over_seeds(fn, in_axes, program: str = "vmap"):
     return stack(outs)
 
   def chosen(*args):
-    if auto_program(fn, args, in_axes) == "unroll":
-      return unrolled(*args)
-    return jax.vmap(fn, in_axes=in_axes)(*args)
+    return (unrolled if auto_program(fn, args, in_axes) == "unroll" else vmapped)(*args)
 
-  return {"vmap": jax.vmap(fn, in_axes=in_axes), "unroll": unrolled, "auto": chosen}[program]
+  return {"vmap": vmapped, "unroll": unrolled, "auto": chosen}[program]
 
 
 def make_seed_steps(ctx, method, tx, *, preprocess=None, program: str = "auto"):
