@@ -28,7 +28,7 @@ import warnings
 from agm_jax import xla_flags  # no JAX import: the flags below are set before it
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OFF = ("0", "off", "false", "no", "none")
+OFF = xla_flags.OFF   # the values that switch a setting off, as the library reads them
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 
@@ -49,7 +49,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if os.environ["JAX_PLATFORMS"] == "cpu":
   # the entry points' XLA:CPU settings (so the launch.py runs below need not probe for them)
   # and, unless switched off, the fast-compile flags; only those this jaxlib accepts
-  _wanted = [*xla_flags.CPU_DEFAULTS] * xla_flags.enabled()
+  _wanted = list(xla_flags.CPU_DEFAULTS) if xla_flags.enabled() else []
   if os.environ.get("AGM_JAX_TEST_FAST_COMPILE", "1").lower() not in OFF:
     _wanted += FAST_COMPILE_FLAGS
   os.environ["XLA_FLAGS"] = xla_flags.with_defaults(
