@@ -1,6 +1,7 @@
 """The comparison methods (issue #6): coefficients against hand-computed values, the optax
 transforms jitted and chained, method-level state, and one epoch of every method end to end."""
 
+import ast
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from agm_jax.train import loop
 from agm_jax.transforms import epoch as epoch_tx
 from agm_jax.transforms import greedy as greedy_tx
 from agm_jax.transforms import partition, score_ratio
-from tests.conftest import tiny_config
+from tests.conftest import ROOT, tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "opm_ogm", "mslr",
                "mses", "gblending", "greedy", "greedy_util", "moddrop", "feature_dropout")
@@ -347,6 +348,27 @@ def test_every_method_is_registered():
     assert name in methods.NAMES
     assert methods.get(name).name == name
 
+
+
+def _code(source: str) -> str:
+  """``source``'s syntax tree without its module docstring (comments and layout ignored)."""
+  tree = ast.parse(source)
+  body = tree.body
+  if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+    body = body[1:]
+  return ast.dump(ast.Module(body=body, type_ignores=[]))
+
+
+def test_the_worked_example_is_the_real_method_file():
+  """docs/ARCHITECTURE.md's "Adding a method" block is agm_jax/methods/agm_1.py, the same code
+  (docstring, comments and layout aside): the example a contributor copies is one that runs."""
+  with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")) as f:
+    doc = f.read()
+  section = doc[doc.index("## Adding a method"):]
+  block = section.split("```python\n", 1)[1].split("```", 1)[0]
+  assert block.startswith("# agm_jax/methods/agm_1.py\n")
+  with open(os.path.join(ROOT, "agm_jax", "methods", "agm_1.py")) as f:
+    assert _code(block) == _code(f.read())
 
 @pytest.mark.parametrize("name", ["ogm_ge", "ogm", "opm", "mslr", "mses", "gblending",
                                   "greedy_util"])
