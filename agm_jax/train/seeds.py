@@ -139,7 +139,10 @@ def auto_program(fn, args, in_axes) -> str:
   with per-seed kernels becomes a grouped convolution, which XLA:CPU runs far slower than
   separate ones (CREMA-D ResNet-18, batch 16, 2 seeds: AGM 2.71× one seed's step vmapped,
   1.96× unrolled); without convolutions the batched ops win (the default MLP, batch 64, 4
-  seeds: joint 1.74× vmapped, 1.92× unrolled; AGM 1.84× and 2.14×)."""
+  seeds: joint 1.74× vmapped, 1.92× unrolled; AGM 1.84× and 2.14×). Unrolling costs about N×
+  one seed's compile and can gain nothing (AV-MNIST ResNet-18, 28×28, batch 64, 2 seeds: AGM
+  2.01× vmapped, 2.02× unrolled; first step 27 s and 49 s); it is kept for convolutions because
+  it never ran slower than vmap there, and the compile is paid once."""
   if jax.default_backend() != "cpu":
     return "vmap"
   one = [jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a) if ax == 0
