@@ -171,9 +171,10 @@ def _reset_flags():
   flags.FLAGS.unparse_flags()
 
 
-def launch_in_process(workdir, *extra, config="default.py", check=False):
+def launch_in_process(workdir, *extra, config="default.py", check=False, run=True):
   """launch.py's flag parsing and main in this process: the exit code (0 when main returns)
-  and what it printed. ``config_flags`` reads the overrides from ``sys.argv``."""
+  and what it printed. ``config_flags`` reads the overrides from ``sys.argv``. ``run=False``
+  stops before training: the flags parsed and the config validated, as main does first."""
   launch = _launch_module()
   argv = ["launch.py", f"--config={os.path.join(ROOT, 'configs', config)}",
           f"--workdir={workdir}", *extra]
@@ -190,7 +191,12 @@ def launch_in_process(workdir, *extra, config="default.py", check=False):
         warnings.catch_warnings():
       # config_flags loads the config file with importlib's deprecated load_module
       warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-      launch.main(launch.parse_flags(argv))
+      parsed = launch.parse_flags(argv)
+      if run:
+        launch.main(parsed)
+      else:
+        from agm_jax.train import validate  # noqa: PLC0415
+        validate.validate_config(launch._CONFIG.value)
   except SystemExit as e:
     code = 0 if e.code is None else e.code
   finally:

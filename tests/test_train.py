@@ -2,6 +2,7 @@
 checkpoint resume, and one-line errors for bad input."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -118,3 +119,38 @@ def test_optimizer_state_gets_its_own_buffers():
   step = jax.jit(lambda t: jax.tree.map(lambda x: x + 1, t), donate_argnums=0)
   out = step((a, b))
   assert float(out[0][0]) == 1.0 and float(out[1][1]) == 1.0
+
+
+def _doc_launch_commands():
+  """``(where, argv)`` of every ``python launch.py …`` command in README.md and docs/*.md
+  (continuation lines joined; shell loop variables given a value; the shell's ``&``, ``;``,
+  comments and the docs' ``…`` cut off)."""
+  paths = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(
+      os.path.join(ROOT, "docs")) if f.endswith(".md"))
+  commands = []
+  for path in paths:
+    with open(os.path.join(ROOT, path)) as f:
+      text = f.read().replace("\\\n", " ")
+    for i, match in enumerate(re.finditer(r"python launch\.py ([^\n`|]*)", text)):
+      line = re.split(r"[&;#…]", match.group(1))[0].replace("$m", "agm").replace("$i", "0")
+      commands.append((f"{path}:{i}", line.split()))
+  return commands
+
+
+DOC_COMMANDS = _doc_launch_commands()
+
+
+def test_the_docs_have_launch_commands():
+  assert len(DOC_COMMANDS) >= 8 and any(w.startswith("docs/") for w, _ in DOC_COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [a for _, a in DOC_COMMANDS], ids=[w for w, _ in DOC_COMMANDS])
+def test_every_documented_launch_command_parses(tmp_path, argv):
+  """Each command the README and docs show: its flags and config overrides parse and the
+  config validates (nothing trains)."""
+  config = [a for a in argv if a.startswith("--config=")]
+  assert len(config) == 1 and config[0].startswith("--config=configs/"), argv
+  rest = [a for a in argv if not a.startswith(("--config=", "--workdir="))]
+  out = launch_in_process(str(tmp_path), *rest, config=config[0][len("--config=configs/"):],
+                          run=False)
+  assert out.returncode == 0, out.stderr
