@@ -143,6 +143,14 @@ def wait_for_checkpoint(workdir, proc, timeout=300):
   raise TimeoutError
 
 
+def doc_block(path, heading):
+  """The first ```python block after ``heading`` in the file ``path`` (relative to ROOT): a
+  documented example, for a test that keeps it runnable."""
+  with open(os.path.join(ROOT, path)) as f:
+    text = f.read()
+  return text[text.index(heading):].split("```python\n", 1)[1].split("```", 1)[0]
+
+
 # --------------------------------------------------------------------------- launch.py
 
 def launch_cmd(workdir, *extra, config="default.py"):

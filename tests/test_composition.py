@@ -24,8 +24,8 @@ from flax.training import train_state
 
 from agm_jax import compat, modulation, shapley, transforms
 from agm_jax.transforms import partition
+from tests.conftest import ROOT, doc_block
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODS = ("audio", "visual")
 K = 2
 _rng = np.random.default_rng(0)
@@ -460,20 +460,13 @@ def test_example_runs(name):
   assert 0.4 < out["alpha"] < 0.5     # the warm-up schedule's value at the last step
 
 
-def _doc_block(path, heading):
-  """The first ```python block after ``heading`` in the file ``path`` (relative to ROOT)."""
-  with open(os.path.join(ROOT, path)) as f:
-    text = f.read()
-  return text[text.index(heading):].split("```python\n", 1)[1].split("```", 1)[0]
-
-
 def test_readme_own_loop_snippet_runs():
   """README's "AGM in your own JAX loop" block, run as written on the examples' tiny problem
   (its ``params`` and ``logits_fn``): the loss falls (slowly: the snippet's learning rate is
   1e-3), and κ is in the optimiser state."""
   problem = load_example("tiny_problem")
   namespace = {"params": problem.init_params(), "logits_fn": problem.logits_fn}
-  exec(compile(_doc_block("README.md", "## AGM in your own JAX loop"), "README.md", "exec"),
+  exec(compile(doc_block("README.md", "## AGM in your own JAX loop"), "README.md", "exec"),
        namespace)
   params, opt_state, losses = namespace["params"], namespace["opt_state"], []
   for x, y in problem.batches(*problem.make_data(), steps=30, batch_size=32):

@@ -19,7 +19,7 @@ from agm_jax.train import loop
 from agm_jax.transforms import epoch as epoch_tx
 from agm_jax.transforms import greedy as greedy_tx
 from agm_jax.transforms import partition, score_ratio
-from tests.conftest import ROOT, tiny_config
+from tests.conftest import ROOT, doc_block, tiny_config
 
 NEW_METHODS = ("agm_1", "agm_ge", "ogm_ge", "ogm_ge_ra", "ogm", "opm", "opm_ogm", "mslr",
                "mses", "gblending", "greedy", "greedy_util", "moddrop", "feature_dropout")
@@ -349,7 +349,6 @@ def test_every_method_is_registered():
     assert methods.get(name).name == name
 
 
-
 def _code(source: str) -> str:
   """``source``'s syntax tree without its module docstring (comments and layout ignored)."""
   tree = ast.parse(source)
@@ -362,13 +361,11 @@ def _code(source: str) -> str:
 def test_the_worked_example_is_the_real_method_file():
   """docs/ARCHITECTURE.md's "Adding a method" block is agm_jax/methods/agm_1.py, the same code
   (docstring, comments and layout aside): the example a contributor copies is one that runs."""
-  with open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")) as f:
-    doc = f.read()
-  section = doc[doc.index("## Adding a method"):]
-  block = section.split("```python\n", 1)[1].split("```", 1)[0]
+  block = doc_block(os.path.join("docs", "ARCHITECTURE.md"), "## Adding a method")
   assert block.startswith("# agm_jax/methods/agm_1.py\n")
   with open(os.path.join(ROOT, "agm_jax", "methods", "agm_1.py")) as f:
     assert _code(block) == _code(f.read())
+
 
 @pytest.mark.parametrize("name", ["ogm_ge", "ogm", "opm", "mslr", "mses", "gblending",
                                   "greedy_util"])
