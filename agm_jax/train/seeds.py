@@ -96,15 +96,18 @@ def keep_finished(new, old, live):
 PROGRAMS = ("auto", "vmap", "unroll")
 
 
+def _checked(name, what: str) -> str:
+  if name not in PROGRAMS:
+    raise ValueError(f"{what} must be one of {', '.join(PROGRAMS)}; got {name!r}")
+  return name
+
+
 def program(config) -> str:
   """``config.seed_program`` validated: ``vmap`` (one batched program: each per-seed op
   becomes one op over the seeds), ``unroll`` (the step traced once per seed into the same
   jitted program: N copies of the ordinary step's ops) or ``auto`` (:func:`over_seeds`
   chooses when it traces the step)."""
-  name = config.get("seed_program", "auto")
-  if name not in PROGRAMS:
-    raise ValueError(f"seed_program must be one of {', '.join(PROGRAMS)}; got {name!r}")
-  return name
+  return _checked(config.get("seed_program", "auto"), "seed_program")
 
 
 def _jaxprs(value):
@@ -160,8 +163,7 @@ def over_seeds(fn, in_axes, program: str = "vmap"):
   ``"auto"`` the one :func:`auto_program` picks when traced. All give the same values up to
   float rounding (batched and separate ops round differently; over a 20-epoch run of the
   default config that moved one seed's final test accuracy by one example in 1,200)."""
-  if program not in PROGRAMS:
-    raise ValueError(f"program must be one of {', '.join(PROGRAMS)}; got {program!r}")
+  _checked(program, "program")
   mapped = [i for i, a in enumerate(in_axes) if a == 0]
   vmapped = jax.vmap(fn, in_axes=in_axes)
 
