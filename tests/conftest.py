@@ -151,6 +151,24 @@ def doc_block(path, heading):
   return text[text.index(heading):].split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def documented_paths(sources=False):
+  """Where users read commands (relative to ROOT): README.md, docs/*.md and configs/*.py (each
+  paper config's docstring opens with the commands that reproduce it); with ``sources`` also
+  every other .py file of launch.py, agm_jax and data_pipelines (usage lines in docstrings and
+  messages)."""
+  def listed(folder, suffix):
+    return sorted(os.path.join(folder, f) for f in os.listdir(os.path.join(ROOT, folder))
+                  if f.endswith(suffix) and not f.startswith("_"))
+  paths = ["README.md", *listed("docs", ".md"), *listed("configs", ".py")]
+  if sources:
+    paths.append("launch.py")
+    for package in ("agm_jax", "data_pipelines"):
+      for folder, _, files in sorted(os.walk(os.path.join(ROOT, package))):
+        paths += sorted(os.path.relpath(os.path.join(folder, f), ROOT) for f in files
+                        if f.endswith(".py"))
+  return paths
+
+
 # --------------------------------------------------------------------------- launch.py
 
 def launch_cmd(workdir, *extra, config="default.py"):

@@ -8,7 +8,14 @@ import subprocess
 import pytest
 
 from agm_jax.train import loop, validate
-from tests.conftest import ROOT, launch_cmd, launch_in_process, read_lines, tiny_config
+from tests.conftest import (
+  ROOT,
+  documented_paths,
+  launch_cmd,
+  launch_in_process,
+  read_lines,
+  tiny_config,
+)
 
 
 @pytest.mark.slow
@@ -122,18 +129,16 @@ def test_optimizer_state_gets_its_own_buffers():
 
 
 def _doc_launch_commands():
-  """``(where, argv)`` of every ``python launch.py …`` command in README.md and docs/*.md
+  """``(where, argv)`` of every ``python launch.py …`` command in :func:`documented_paths`
   (continuation lines joined; shell loop variables given a value; the shell's ``&``, ``;``,
-  comments and the docs' ``…`` cut off)."""
-  paths = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(
-      os.path.join(ROOT, "docs")) if f.endswith(".md"))
+  comments and the docs' ``…`` / ``...`` cut off)."""
   commands = []
-  for path in paths:
+  for path in documented_paths():
     with open(os.path.join(ROOT, path)) as f:
       text = f.read().replace("\\\n", " ")
     for i, match in enumerate(re.finditer(r"python launch\.py ([^\n`|]*)", text)):
-      line = re.split(r"[&;#…]", match.group(1))[0].replace("$m", "agm").replace("$i", "0")
-      commands.append((f"{path}:{i}", line.split()))
+      line = re.split(r"[&;#…]|\.\.\.", match.group(1))[0]
+      commands.append((f"{path}:{i}", line.replace("$m", "agm").replace("$i", "0").split()))
   return commands
 
 
@@ -141,7 +146,9 @@ DOC_COMMANDS = _doc_launch_commands()
 
 
 def test_the_docs_have_launch_commands():
-  assert len(DOC_COMMANDS) >= 8 and any(w.startswith("docs/") for w, _ in DOC_COMMANDS)
+  where = [w for w, _ in DOC_COMMANDS]
+  assert len(where) >= 30
+  assert {w.split(":")[0].split("/")[0] for w in where} >= {"README.md", "docs", "configs"}
 
 
 @pytest.mark.parametrize("argv", [a for _, a in DOC_COMMANDS], ids=[w for w, _ in DOC_COMMANDS])
