@@ -7,8 +7,8 @@ loader reads (modalities, splits, preprocessing, the raw layout) and
 
 * ``registry.py``: the dataset names and ``DatasetDef``;
 * ``prepare.py``: prepares a raw download into an array_record copy
-  (``python -m data_pipelines.builders.prepare --dataset=NAME --manual_dir=RAW --data_dir=OUT``;
-  ``load()`` calls it on first use);
+  (``python -m data_pipelines.builders.prepare --dataset=cremad --manual_dir=RAW --data_dir=OUT``
+  for any of the names above; ``load()`` calls it on first use);
 * ``builder_base.py`` (the TFDS base class), ``common.py`` (errors, split rules, skip log);
 * ``audio.py``, ``images.py``, ``video.py``: decoding and the papers' spectrograms and frames;
 * ``preprocess.py``: per-example transforms from a stored record to a batch's arrays (run by

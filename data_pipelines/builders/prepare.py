@@ -92,11 +92,17 @@ def main(argv):
     raise SystemExit(f"error: {e}") from e
 
 
-if __name__ == "__main__":
-  from absl import app, flags  # noqa: PLC0415
+def define_flags() -> None:
+  """The command line (defined only when run as a program)."""
+  from absl import flags  # noqa: PLC0415
   flags.DEFINE_enum("dataset", None, list(registry.NAMES), "Dataset to prepare.")
   flags.DEFINE_string("manual_dir", None, "Folder with the raw download (see the builder's "
                       "docstring for its layout).")
   flags.DEFINE_string("data_dir", "", "Where the prepared copy goes (default: TFDS's).")
   flags.mark_flags_as_required(["dataset", "manual_dir"])
+
+
+if __name__ == "__main__":
+  from absl import app  # noqa: PLC0415
+  define_flags()
   app.run(main)
