@@ -475,3 +475,24 @@ def test_readme_own_loop_snippet_runs():
   assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.95 * np.mean(losses[:5])
   kappa = optax.tree_utils.tree_get(opt_state, "kappa")
   assert np.shape(kappa) == (K,) and np.all(np.isfinite(kappa)) and np.all(kappa > 0)
+
+
+def test_composing_patterns_snippet_runs():
+  """docs/COMPOSING.md's all-wrappers block, run as written (its ``steps`` and ``labels`` from
+  examples/optax_wrappers.py): two mini-batches make one base step, κ is in the state."""
+  wrappers, problem = load_example("optax_wrappers"), load_example("tiny_problem")
+  namespace = {"optax": optax, "modulation": modulation, "steps": 4,
+               "labels": wrappers.encoder_or_head}
+  exec(compile(doc_block(os.path.join("docs", "COMPOSING.md"), "## Patterns"),
+               "docs/COMPOSING.md", "exec"), namespace)
+  tx, params = namespace["tx"], problem.init_params()
+  opt_state = tx.init(params)
+  x, y = next(problem.batches(*problem.make_data(), steps=1, batch_size=32))
+  grads, aux = shapley.per_modality_grads(problem.logits_fn, params, x, y, problem.MODS)
+  largest = []
+  for _ in range(2):
+    updates, opt_state = tx.update(grads, opt_state, params, mono_ce=aux["mono_ce"])
+    largest.append(max(float(np.abs(u).max()) for u in jax.tree.leaves(updates)))
+  assert largest[0] == 0 and largest[1] > 0     # MultiSteps(…, 2): the second one steps
+  kappa = optax.tree_utils.tree_get(opt_state, "kappa")
+  assert np.shape(kappa) == (K,) and np.all(np.isfinite(kappa))
