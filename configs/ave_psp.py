@@ -23,7 +23,8 @@ experimental settings in [11]"):
   map (``data.visual_pool="none"``);
 * Adam, learning rate 1e-3, no weight decay, x0.8 after epochs 60 and 120, batch 128, 300
   epochs — PSP ``fully_supervised_main.py`` (``optim.Adam(lr=1e-3)``, ``update_lr`` when
-  ``(epoch+1) % 60 == 0 and epoch < 170``, ``--batch_size 128``, ``--nb_epoch 300``);
+  ``(epoch+1) % 60 == 0 and epoch < 170``, ``--batch_size 128``, ``--nb_epoch 300``); Adam's
+  betas 0.9, 0.999 and eps 1e-8 — PyTorch's defaults, which that call keeps;
 * alpha 1.0 — released ``utils/config.py`` default; no exponent clip and no conditional gradient
   clip — ``run/AVE_main.py`` computes ``exp(alpha * (optimal_ratio - ratio))`` and never clips.
 

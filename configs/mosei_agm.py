@@ -10,8 +10,9 @@ training rules (docs/REPRODUCE.md says what differs).
 Sources: text + audio — supplement A.1; no exponent clip — released ``run/MOSEI_main.py``
 (``exp(alpha * (tau - r))``); the conditional clip to norm 1 — same file (its test
 ``grad_max > 1.0 and grad_min < 1.0`` is almost always true; we use the test of the other
-mains); encoders (6 layers, 4 heads, width 512: the released ``MOSEI_Config``'s layer count,
-heads and hidden size) and the optimiser as configs/urfunny_agm.py: our choice.
+mains); encoders (6 layers, 4 heads, width 512, feed-forward 1024: the released
+``MOSEI_Config``'s ``layer``, ``multi_head``, ``hidden_size`` and ``ff_size``) and the optimiser
+as configs/urfunny_agm.py: our choice.
 """
 
 from configs import paper, urfunny_agm

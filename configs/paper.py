@@ -74,7 +74,9 @@ def released_baselines(c, *, mslr_init: tuple[float, ...], mses_patience: int,
 def released_early_head(c, *, hidden=(2048, 1024)):
   """The released early-fusion head: ``MaxOut_MLP`` (BatchNorm on the concatenation, two
   2-piece maxouts each followed by BatchNorm and dropout 0.3) and a linear layer
-  (``model/utils/module_base.py``, ``model/*_net.py`` ``*Early*``)."""
+  (``model/utils/module_base.py``, ``model/*_net.py`` ``*Early*``); its widths 2048 and 1024
+  are ``MaxOut_MLP``'s ``first_hidden`` and ``seconed_hidden`` in every released early model
+  (``model/CREMAD_net.py``, ``AVMNIST_net.py``, ``URFunny_net.py``)."""
   c.model.fusion = "maxout"
   c.per_method = {}
   opts = c.model.fusion_options

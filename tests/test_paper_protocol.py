@@ -2,7 +2,12 @@
 gradient-norm clip, kappa held after the modulation window, the unbounded exponent, and the
 trainer wiring (hand-computed values)."""
 
+import ast
+import io
 import math
+import os
+import re
+import tokenize
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +19,7 @@ from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import loop, state, validate
 from agm_jax.transforms import clip
 from agm_jax.transforms.agm import agm, agm_coefficients
-from tests.conftest import read_lines, tiny_config
+from tests.conftest import ROOT, read_lines, tiny_config
 
 WHERE = OUTPUT_LAYER
 
@@ -246,3 +251,67 @@ def test_reproduce_guide_shows_the_reference_numbers():
     for cells, row in zip(body, expected):
       for column, cell in zip(header[1:], cells[1:]):
         assert cell == (row[column] or "–"), (source, row["method"], column)
+
+
+# Settings that change no reported number, so no source is asked of them: how often to log and
+# checkpoint, the evaluation batch (evaluation is per example, BatchNorm in eval mode), the
+# sizes of the random stand-in data (data.synthetic=True only), and the "no window" sentinel.
+NO_SOURCE = {"checkpoint_every_steps", "log_every_steps", "eval_batch_size",
+             "synthetic_examples", "vocab_size", ("end_epoch", 1_000_000)}
+
+
+def _number_forms(value):
+  """How a number may be written in prose: 0.001 as 1e-3, 1e-08 as 1e-8, 2.0 as 2, 16327 as
+  16,327."""
+  forms = {repr(value), str(value)}
+  if isinstance(value, float):
+    forms |= {f"{value:g}", f"{value:.0e}"} | ({str(int(value))} if value.is_integer() else set())
+  if isinstance(value, int) and value >= 1000:
+    forms.add(f"{value:,}")
+  return {re.sub(r"e([+-])0(\d)", r"e\1\2", f) for f in forms}
+
+
+def _setting_name(parents, node):
+  """The keyword, assigned attribute or argument a literal is the value of (None if none)."""
+  while (node := parents.get(node)) is not None:
+    if isinstance(node, ast.keyword):
+      return node.arg
+    if isinstance(node, ast.Assign):
+      target = node.targets[0]
+      return getattr(target, "attr", getattr(target, "id", None))
+    if isinstance(node, ast.arguments):
+      return None
+  return None
+
+
+CONFIG_FILES = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+                      if f.endswith(".py") and f not in ("__init__.py", "default.py", "npz_mlp.py"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_number_in_a_config_is_named_in_its_sources(name):
+  """Each experiment config says where its numbers come from (its docstring's "Every number and
+  its source", a function's docstring, a comment): every numeric literal other than 0 and 1 is
+  written somewhere in that text, so a number added without a source fails here. (default.py
+  holds the library's defaults and npz_mlp.py is a template for the user's data: not
+  experiments.)"""
+  with open(os.path.join(ROOT, "configs", name)) as f:
+    source = f.read()
+  tree = ast.parse(source)
+  text = " ".join([ast.get_docstring(n) or "" for n in ast.walk(tree)
+                   if isinstance(n, (ast.Module, ast.FunctionDef))] +
+                  [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
+                   if t.type == tokenize.COMMENT])
+  parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+  unnamed = []
+  for node in ast.walk(tree):
+    if (not isinstance(node, ast.Constant) or type(node.value) not in (int, float)
+        or node.value in (0, 1)):
+      continue
+    setting = _setting_name(parents, node)
+    if setting in NO_SOURCE or (setting, node.value) in NO_SOURCE:
+      continue
+    if not any(re.search(rf"(?<![\d.]){re.escape(f)}(?!\d)", text)
+               for f in _number_forms(node.value)):
+      unnamed.append(f"line {node.lineno}: {setting} = {node.value}")
+  assert not unnamed, f"configs/{name}: numbers without a source in its text: {unnamed}"
