@@ -16,15 +16,17 @@ once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 
 import ml_collections
 
-from data_pipelines.sources import synthetic
+from data_pipelines.sources import loader, synthetic
 
 
 def data_config(name: str, modalities: str, **options) -> ml_collections.ConfigDict:
   """A ``data`` section: the fields every dataset reads (``data_dir``, ``manual_dir``, ``dir``,
-  ``synthetic``, ``num_workers``, ``data_seed``) with their defaults, plus ``options``."""
+  ``synthetic``, ``data_seed``) and the loader's settings (``num_workers``, ``read_threads``,
+  ``prefetch_batches``, ``live_pipelines``: ``loader.LOADER_DEFAULTS``) with their defaults,
+  plus ``options``."""
   return ml_collections.ConfigDict(dict(
       dict(name=name, modalities=modalities, data_dir="", manual_dir="", dir="",
-           synthetic=False, num_workers=0, data_seed=0), **options))
+           synthetic=False, data_seed=0, **loader.LOADER_DEFAULTS), **options))
 
 
 def get_config():

@@ -73,6 +73,9 @@ def test_concept_keys_and_checks():
   assert "-s5-" in key(seed=0, **{"competition.concept_seed": 5})
   assert key(**maxout) != key(**maxout, **{"competition.concept_pad": "normal"})
   assert key().endswith("-best") is False
+  # the loader's settings change how fast batches come, not which: the same concept
+  assert key() == key(**{"data.read_threads": 7, "data.prefetch_batches": 5,
+                         "data.live_pipelines": 1})
   assert key(**{"competition.concept_checkpoint": "best"}).endswith("-best")
   cc = competition.concept_config(tiny_config(**maxout, **{"competition.concept_pad": "normal"}),
                                   "visual")

@@ -291,3 +291,25 @@ def test_modality_lists_have_one_parser():
     data_pipelines.load(config)
   config.modalities = "visual"
   assert data_pipelines.load(config).modalities == ("visual",)
+
+
+def test_every_config_declares_the_loader_settings():
+  """The loader's settings are in every experiment config's ``data`` section with the loader's
+  own defaults, so ``--config.data.read_threads=4`` (…) works from the command line; the
+  loader reads the same value when a hand-built section leaves one out."""
+  import importlib  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  from data_pipelines.sources import loader  # noqa: PLC0415
+  from tests.conftest import ROOT  # noqa: PLC0415
+  assert set(loader.LOADER_DEFAULTS) == {"num_workers", "read_threads", "prefetch_batches",
+                                         "live_pipelines"}
+  names = [f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+           if f.endswith(".py") and f not in ("__init__.py", "paper.py")]
+  for name in names:
+    data = importlib.import_module(f"configs.{name}").get_config().data
+    for field in loader.LOADER_DEFAULTS:
+      assert field in data, (name, field)
+  from configs import default  # noqa: PLC0415
+  data = default.data_config("cremad", "")
+  assert {f: data[f] for f in loader.LOADER_DEFAULTS} == loader.LOADER_DEFAULTS

@@ -44,6 +44,7 @@ from agm_jax import probe, shapley
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.train import atomic, lock, parallel
 from agm_jax.train.checkpoint import Checkpointer
+from data_pipelines.sources.loader import LOADER_DEFAULTS
 
 CACHE_VERSION = 1
 CHECKPOINTS = ("final", "best")
@@ -101,6 +102,10 @@ def concept_key(config, modality: str) -> str:
             else c[k] for k in ("data", "model", "optimizer", "unimodal", "num_epochs",
                                 "batch_size", "seed")}
   del fields["optimizer"]["conditional_clip"]   # never applies to a concept (method unimodal)
+  # The loader's settings change how fast batches come, never which: left out (num_workers,
+  # in every key made before the others were settings, stays so that those keys still hold).
+  for name in set(LOADER_DEFAULTS) - {"num_workers"}:
+    fields["data"].pop(name, None)
   if fields["unimodal"].get("pad") == "zeros":   # the defaults keep the keys made before them
     del fields["unimodal"]["pad"]
   checkpoint = config.competition.concept_checkpoint

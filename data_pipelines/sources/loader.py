@@ -170,10 +170,18 @@ class Pipeline:
       close()
 
 
-def _count(data_config, name: str, default: int, *, minimum: int) -> int:
-  """``data.<name>`` as an int, rejecting values below ``minimum`` (a negative worker count
-  would otherwise quietly read in this process)."""
-  value = int(cfg(data_config, name, default))
+# The loader's settings in ``config.data`` and their defaults (configs/default.py's
+# ``data_config`` declares them from here, so they can be set from the command line): Grain
+# worker processes (0 reads in this process), reading threads per process, batches prefetched,
+# and how many pipelines stay alive between calls. None of them changes a batch.
+LOADER_DEFAULTS = dict(num_workers=0, read_threads=2, prefetch_batches=2, live_pipelines=4)
+_MINIMUM = dict(num_workers=0, read_threads=1, prefetch_batches=0, live_pipelines=0)
+
+
+def _count(data_config, name: str) -> int:
+  """``data.<name>`` (a :data:`LOADER_DEFAULTS` setting) as an int, rejecting values below its
+  minimum (a negative worker count would otherwise quietly read in this process)."""
+  value, minimum = int(cfg(data_config, name, LOADER_DEFAULTS[name])), _MINIMUM[name]
   if value < minimum:
     raise ValueError(f"data.{name} must be >= {minimum}, got {value}")
   return value
@@ -185,9 +193,10 @@ class TfdsDataset:
   Args:
     builder_dir: ``data_dir/<name>/<version>`` (what ``tfds.builder_from_directory`` reads).
     definition: the dataset's :class:`~data_pipelines.builders.registry.DatasetDef`.
-    data_config: ``config.data``; reads ``num_workers`` (Grain worker processes; 0 reads in
-      this process), ``read_threads`` (2), ``prefetch_batches`` (2), ``live_pipelines`` (4:
-      how many pipelines stay alive between calls) and the dataset's own fields.
+    data_config: ``config.data``; reads the :data:`LOADER_DEFAULTS` settings (``num_workers``:
+      Grain worker processes, 0 reads in this process; ``read_threads``;
+      ``prefetch_batches``; ``live_pipelines``: how many pipelines stay alive between calls)
+      and the dataset's own fields.
     modalities: the modalities to produce (default: all of the dataset's).
   """
 
@@ -206,10 +215,10 @@ class TfdsDataset:
     self.preprocess = definition.make_preprocess(data_config, self.modalities)
     # What the jitted steps apply to a batch first, on the device (uint8 frames -> floats).
     self.device_preprocess = getattr(self.preprocess, "device", None)
-    self.num_workers = _count(data_config, "num_workers", 0, minimum=0)
-    self.read_threads = _count(data_config, "read_threads", 2, minimum=1)
-    self.prefetch_batches = _count(data_config, "prefetch_batches", 2, minimum=0)
-    self.live_pipelines = _count(data_config, "live_pipelines", 4, minimum=0)
+    self.num_workers = _count(data_config, "num_workers")
+    self.read_threads = _count(data_config, "read_threads")
+    self.prefetch_batches = _count(data_config, "prefetch_batches")
+    self.live_pipelines = _count(data_config, "live_pipelines")
     self._spec = None
     self._pipelines: collections.OrderedDict = collections.OrderedDict()
     self._lock = threading.Lock()
