@@ -151,3 +151,41 @@ def test_best_checkpoint_seed_and_pad(tmp_path, count_fits):
       assert str(f["checkpoint"]) == "best"
       assert int(f["epoch"]) == concept["best_epoch"] == summary[f"concept_epoch/{m}"]
       assert float(f["acc"]) == pytest.approx(concept["best"]["acc"])
+
+
+# Each experiment config's audio (text) concept key, as the concept caches on users' disks hold
+# them: a change to a config's data, model, optimiser or schedule, or to concept_key itself,
+# that moves a key retrains every cached concept; it shows here first. (An intended change
+# bumps competition.CACHE_VERSION and this table.)
+CONCEPT_KEYS = {
+    "ave_agm": "ave-concat-audio-s0-9f391991bd0df7f0",
+    "ave_psp": "ave-psp-audio-s999-e01fedce0291e202",
+    "avmnist_agm": "avmnist-concat-audio-s999-33c536d2c576dad6",
+    "avmnist_early": "avmnist-maxout-audio-s999-7cc8d3a92531cd45",
+    "cremad_agm": "cremad-concat-audio-s999-e3010b37cb18a885",
+    "cremad_early": "cremad-maxout-audio-s999-195345784bfb203c",
+    "cremad_joint": "cremad-concat-audio-s999-e3010b37cb18a885",
+    "default": "synthetic-concat-audio-s0-51660f3c7f5b4f01",
+    "ks_agm": "kinetics_sounds-concat-audio-s999-5e19a7089f988557",
+    "ks_film": "kinetics_sounds-film-audio-s999-7bfed958e192ba0a",
+    "mosei_agm": "cmu_mosei-concat-text-s999-b937fa4a1dcbcab7",
+    "mosei_tbje": "mosei_tbje-tbje-text-s999-fa6c05acca0b08d8",
+    "npz_mlp": "npz-concat-audio-s0-98966e201a704f74",
+    "tpami_cremad": "cremad-concat-audio-s0-9da73e124cc1c02f",
+    "tpami_ks": "kinetics_sounds-concat-audio-s0-ad0565bb6b82216c",
+    "urfunny_agm": "urfunny-concat-audio-s999-c1de95365516588f",
+    "urfunny_early": "urfunny-maxout-audio-s999-1b51c8094c408a29",
+}
+
+
+def test_concept_keys_of_the_configs_hold():
+  import importlib  # noqa: PLC0415
+
+  from agm_jax.train import per_method  # noqa: PLC0415
+  assert competition.CACHE_VERSION == 1
+  keys = {}
+  for name in CONCEPT_KEYS:
+    c = importlib.import_module(f"configs.{name}").get_config()
+    first = c.data.modalities.split(",")[0] or "audio"
+    keys[name] = competition.concept_key(per_method.resolve(c), first)
+  assert keys == CONCEPT_KEYS
