@@ -16,17 +16,20 @@ once and cached in ~/.cache/agm_jax/concepts (competition.cache_dir).
 
 import ml_collections
 
-from data_pipelines.sources import loader, synthetic
+import data_pipelines
+from data_pipelines.sources import synthetic
+from data_pipelines.sources.loader import LOADER_DEFAULTS
 
 
 def data_config(name: str, modalities: str, **options) -> ml_collections.ConfigDict:
-  """A ``data`` section: the fields every dataset reads (``data_dir``, ``manual_dir``, ``dir``,
-  ``synthetic``, ``data_seed``) and the loader's settings (``num_workers``, ``read_threads``,
-  ``prefetch_batches``, ``live_pipelines``: ``loader.LOADER_DEFAULTS``) with their defaults,
-  plus ``options``."""
-  return ml_collections.ConfigDict(dict(
-      dict(name=name, modalities=modalities, data_dir="", manual_dir="", dir="",
-           synthetic=False, data_seed=0, **loader.LOADER_DEFAULTS), **options))
+  """A ``data`` section: the fields every section has (``data_dir``, ``manual_dir``, ``dir``,
+  ``synthetic``, ``num_workers``, ``data_seed``), the optional fields dataset ``name`` reads
+  with its readers' defaults (``data_pipelines.config_fields``: the loader's settings,
+  ``split_roles``, ``synthetic_examples``, the dataset's own such as ``num_frames``), then
+  ``options``."""
+  fields = dict(name=name, modalities=modalities, data_dir="", manual_dir="", dir="",
+                synthetic=False, num_workers=LOADER_DEFAULTS["num_workers"], data_seed=0)
+  return ml_collections.ConfigDict({**fields, **data_pipelines.config_fields(name), **options})
 
 
 def get_config():

@@ -36,9 +36,9 @@ import dataclasses
 from agm_jax import modalities
 from data_pipelines.builders import registry
 from data_pipelines.builders.prepare import ensure_prepared
-from data_pipelines.builders.registry import NAMES
+from data_pipelines.builders.registry import COMMON_OPTIONS, NAMES
 from data_pipelines.sources.base import SPLITS, ArrayDataset, cfg
-from data_pipelines.sources.loader import TfdsDataset
+from data_pipelines.sources.loader import LOADER_DEFAULTS, TfdsDataset
 from data_pipelines.sources.npz import load_npz
 from data_pipelines.sources.random_inputs import RandomDataset
 from data_pipelines.sources.synthetic import make_synthetic
@@ -63,6 +63,20 @@ def with_split_roles(definition, roles: str):
   return dataclasses.replace(definition, split_aliases=aliases)
 
 
+def config_fields(name: str) -> dict:
+  """The optional ``config.data`` fields dataset ``name`` reads, with the defaults its readers
+  use: for a named dataset the Grain loader's settings (``LOADER_DEFAULTS``), the fields every
+  named dataset reads (``registry.COMMON_OPTIONS``) and its own (``DEFINITION.options``); for
+  "npz", ``synthetic_examples``; for "synthetic" none (its ``synthetic_options`` are its
+  own). ``configs/default.py``'s ``data_config`` declares them, so the command line can set
+  each one."""
+  if name == "synthetic":
+    return {}
+  if name == "npz":
+    return {"synthetic_examples": COMMON_OPTIONS["synthetic_examples"]}
+  return {**LOADER_DEFAULTS, **COMMON_OPTIONS, **registry.get(name).options}
+
+
 def load(data_config, *, seed: int = 0):
   """Returns a dataset object (see ``data_pipelines.sources.base``) for ``config.data``."""
   del seed  # the data's content is seeded by data_config.data_seed; order by the trainer
@@ -72,7 +86,8 @@ def load(data_config, *, seed: int = 0):
     return make_synthetic(seed=data_config.get("data_seed", 0), **options)
   if name == "npz":
     return load_npz(data_config)
-  definition = with_split_roles(registry.get(name), cfg(data_config, "split_roles", ""))
+  definition = with_split_roles(registry.get(name), cfg(data_config, "split_roles",
+                                                        COMMON_OPTIONS["split_roles"]))
   selected = modalities.select(cfg(data_config, "modalities", ""), definition.modalities,
                                where=name)
   if cfg(data_config, "synthetic", False):
@@ -83,7 +98,8 @@ def load(data_config, *, seed: int = 0):
     vocab_sizes, embeddings = definition.vocabulary(data_config, None)
     return RandomDataset(name=name, modalities=selected,
                          num_classes=definition.num_classes(data_config), spec=spec,
-                         examples_per_split=int(cfg(data_config, "synthetic_examples", 64)),
+                         examples_per_split=int(cfg(data_config, "synthetic_examples",
+                                                    COMMON_OPTIONS["synthetic_examples"])),
                          data_seed=int(cfg(data_config, "data_seed", 0)),
                          label_shape=tuple(definition.label_shape(data_config)),
                          finish=definition.synthetic_finish(data_config),
@@ -94,4 +110,4 @@ def load(data_config, *, seed: int = 0):
                      selected)
 
 
-__all__ = ["NAMES", "SPLITS", "ArrayDataset", "load"]
+__all__ = ["NAMES", "SPLITS", "ArrayDataset", "config_fields", "load"]

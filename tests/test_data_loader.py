@@ -293,23 +293,34 @@ def test_modality_lists_have_one_parser():
   assert data_pipelines.load(config).modalities == ("visual",)
 
 
-def test_every_config_declares_the_loader_settings():
-  """The loader's settings are in every experiment config's ``data`` section with the loader's
-  own defaults, so ``--config.data.read_threads=4`` (…) works from the command line; the
-  loader reads the same value when a hand-built section leaves one out."""
+def test_every_config_declares_what_its_dataset_reads():
+  """Every optional ``data`` field a config's dataset reads (with the Grain loader's settings
+  for a prepared dataset) is in the config with the reader's own default
+  (``data_pipelines.config_fields``, which ``configs/default.py``'s ``data_config`` adds), so
+  each can be set from the command line (``--config.data.read_threads=4``,
+  ``--config.data.frame_sampling=segments``)."""
   import importlib  # noqa: PLC0415
   import os  # noqa: PLC0415
 
+  from configs import default  # noqa: PLC0415
+  from data_pipelines.builders import registry  # noqa: PLC0415
   from data_pipelines.sources import loader  # noqa: PLC0415
   from tests.conftest import ROOT  # noqa: PLC0415
   assert set(loader.LOADER_DEFAULTS) == {"num_workers", "read_threads", "prefetch_batches",
                                          "live_pipelines"}
+  assert data_pipelines.config_fields("cremad") == {
+      **loader.LOADER_DEFAULTS, "split_roles": "", "synthetic_examples": 64, "num_frames": 1,
+      "frame_sampling": "fixed"}
+  assert data_pipelines.config_fields("kinetics_sounds")["frame_sampling"] == "segments"
+  assert data_pipelines.config_fields("synthetic") == {}
+  assert data_pipelines.config_fields("npz") == {"synthetic_examples": 64}
+  for name in registry.NAMES:   # a bare section holds the readers' defaults
+    data = default.data_config(name, "")
+    for field, value in data_pipelines.config_fields(name).items():
+      assert data[field] == value, (name, field)
   names = [f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
            if f.endswith(".py") and f not in ("__init__.py", "paper.py")]
   for name in names:
     data = importlib.import_module(f"configs.{name}").get_config().data
-    for field in loader.LOADER_DEFAULTS:
-      assert field in data, (name, field)
-  from configs import default  # noqa: PLC0415
-  data = default.data_config("cremad", "")
-  assert {f: data[f] for f in loader.LOADER_DEFAULTS} == loader.LOADER_DEFAULTS
+    missing = set(data_pipelines.config_fields(data.name)) - set(data)
+    assert not missing, (name, missing)

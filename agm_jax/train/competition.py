@@ -40,13 +40,19 @@ import time
 import jax
 import numpy as np
 
+import data_pipelines
 from agm_jax import probe, shapley
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.train import atomic, lock, parallel
 from agm_jax.train.checkpoint import Checkpointer
-from data_pipelines.sources.loader import LOADER_DEFAULTS
 
 CACHE_VERSION = 1
+# Fields of config.data a concept's key leaves out. The loader's speed settings never change a
+# batch. The others joined every config's data section (with their readers' defaults) after
+# keys were first made: at those defaults they mean what a section without them meant, so they
+# are left out there and the keys made before them still hold.
+_SPEED_ONLY = ("read_threads", "prefetch_batches", "live_pipelines")
+_DECLARED_LATER = ("split_roles", "synthetic_examples", "frame_sampling")
 CHECKPOINTS = ("final", "best")
 
 
@@ -102,10 +108,12 @@ def concept_key(config, modality: str) -> str:
             else c[k] for k in ("data", "model", "optimizer", "unimodal", "num_epochs",
                                 "batch_size", "seed")}
   del fields["optimizer"]["conditional_clip"]   # never applies to a concept (method unimodal)
-  # The loader's settings change how fast batches come, never which: left out (num_workers,
-  # in every key made before the others were settings, stays so that those keys still hold).
-  for name in set(LOADER_DEFAULTS) - {"num_workers"}:
-    fields["data"].pop(name, None)
+  data, defaults = fields["data"], data_pipelines.config_fields(config.data.name)
+  for name in _SPEED_ONLY:
+    data.pop(name, None)
+  for name in _DECLARED_LATER:
+    if name in data and name in defaults and data[name] == defaults[name]:
+      del data[name]
   if fields["unimodal"].get("pad") == "zeros":   # the defaults keep the keys made before them
     del fields["unimodal"]["pad"]
   checkpoint = config.competition.concept_checkpoint

@@ -17,6 +17,11 @@ import numpy as np
 
 NAMES = ("cremad", "avmnist", "kinetics_sounds", "urfunny", "cmu_mosei", "ave", "mosei_tbje")
 
+# The optional ``config.data`` fields every named dataset reads, and their defaults: which stored
+# split the trainer's val / dep / test read ("" = the dataset's own; ``data_pipelines``'s
+# ``with_split_roles``) and how many random examples per split ``synthetic=True`` makes.
+COMMON_OPTIONS = dict(split_roles="", synthetic_examples=64)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetDef:
@@ -40,6 +45,9 @@ class DatasetDef:
     vocabulary: ``(data_config, builder_dir | None) -> (vocab_sizes, embeddings)`` of the
       tokenised modalities (``{}``, ``{}`` for feature datasets); ``builder_dir`` is None for
       synthetic inputs.
+    options: the dataset's own optional ``data_config`` fields and their defaults (e.g.
+      ``num_frames``, ``task``): the values its readers fall back to, and what
+      ``configs/default.py``'s ``data_config`` declares (``data_pipelines.config_fields``).
   """
 
   name: str
@@ -55,6 +63,7 @@ class DatasetDef:
   synthetic_finish: Callable[[Any], Callable | None] = lambda data_config: None
   vocabulary: Callable[[Any, str | None], tuple[dict, dict]] = (
       lambda data_config, builder_dir: ({}, {}))
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def builder_module(self) -> str:

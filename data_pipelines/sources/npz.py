@@ -30,6 +30,7 @@ import zipfile
 import numpy as np
 
 from agm_jax import modalities
+from data_pipelines.builders.registry import COMMON_OPTIONS
 from data_pipelines.sources.base import ArrayDataset, cfg
 from data_pipelines.sources.random_inputs import RandomDataset
 
@@ -175,6 +176,7 @@ def load_npz(data_config) -> ArrayDataset:
   dataset = ArrayDataset(name="npz", modalities=names, num_classes=k, arrays=arrays)
   if cfg(data_config, "synthetic", False):
     return RandomDataset(name="npz", modalities=names, num_classes=k, spec=dataset.spec,
-                         examples_per_split=int(cfg(data_config, "synthetic_examples", 64)),
+                         examples_per_split=int(cfg(data_config, "synthetic_examples",
+                                                    COMMON_OPTIONS["synthetic_examples"])),
                          data_seed=int(cfg(data_config, "data_seed", 0)))
   return dataset

@@ -37,6 +37,7 @@ ANNOTATION_CATEGORIES = (
     "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus", "Chainsaw", "Cat",
     "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin")
 TASKS = ("segment", "video")
+OPTIONS = dict(task="segment", visual_pool="mean")
 SEGMENTS = 10
 AUDIO_SHAPE = (SEGMENTS, 128)
 VISUAL_SHAPE = (SEGMENTS, 7, 7, 512)
@@ -57,14 +58,14 @@ LAYOUT = """\
 
 
 def visual_pool(data_config) -> str:
-  pool = cfg(data_config, "visual_pool", "mean")
+  pool = cfg(data_config, "visual_pool", OPTIONS["visual_pool"])
   if pool not in ("mean", "none"):
     raise ValueError(f"unknown ave visual_pool {pool!r}; valid: mean, none")
   return pool
 
 
 def task(data_config) -> str:
-  name = cfg(data_config, "task", "segment")
+  name = cfg(data_config, "task", OPTIONS["task"])
   if name not in TASKS:
     raise ValueError(f"unknown ave task {name!r}; valid: {', '.join(TASKS)}")
   return name
@@ -131,4 +132,4 @@ DEFINITION = DatasetDef(
     make_preprocess=make_preprocess, synthetic_spec=synthetic_spec,
     num_classes=lambda data_config: len(CLASSES) + (task(data_config) == "segment"),
     label_shape=lambda data_config: (SEGMENTS,) if task(data_config) == "segment" else (),
-    synthetic_finish=synthetic_finish)
+    synthetic_finish=synthetic_finish, options=OPTIONS)

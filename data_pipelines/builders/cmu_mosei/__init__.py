@@ -28,8 +28,11 @@ LAYOUT = """\
                             "id": (N, …)}}"""
 
 
+OPTIONS = dict(task="binary")
+
+
 def task(data_config) -> tuple[str, int]:
-  name = cfg(data_config, "task", "binary")
+  name = cfg(data_config, "task", OPTIONS["task"])
   if name not in TASKS:
     raise ValueError(f"unknown cmu_mosei task {name!r}; valid: {', '.join(TASKS)}")
   return TASKS[name]
@@ -44,4 +47,4 @@ DEFINITION = DatasetDef(
     name="cmu_mosei", modalities=MODALITIES, split_aliases={"dep": "val"}, layout=LAYOUT,
     required=("mosei_senti_data.pkl|mosei.pkl",), make_preprocess=make_preprocess,
     synthetic_spec=lambda data_config: affect_spec(DIMS),
-    num_classes=lambda data_config: task(data_config)[1])
+    num_classes=lambda data_config: task(data_config)[1], options=OPTIONS)

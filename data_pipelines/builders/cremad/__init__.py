@@ -26,13 +26,13 @@ LAYOUT = """\
   Clips come from the standard split shipped in data_pipelines/builders/cremad/splits/."""
 
 
-make_preprocess, synthetic_spec = preprocess.audio_frames(SPECTROGRAM_SHAPE, num_frames=1,
-                                                            frame_sampling="fixed")
+OPTIONS = dict(num_frames=1, frame_sampling="fixed")
+make_preprocess, synthetic_spec = preprocess.audio_frames(SPECTROGRAM_SHAPE, **OPTIONS)
 
 
 DEFINITION = DatasetDef(
     name="cremad", modalities=("audio", "visual"), split_aliases={"val": "dep"},
     layout=LAYOUT, required=("AudioWAV|Audio", "Image-01-FPS|VideoFlash"),
     make_preprocess=make_preprocess, synthetic_spec=synthetic_spec,
-    num_classes=lambda data_config: len(CLASSES),
+    num_classes=lambda data_config: len(CLASSES), options=OPTIONS,
     version="1.1.0")   # 1.1.0: audio resampled with libsoxr HQ, as librosa.load (1.0.0: scipy)

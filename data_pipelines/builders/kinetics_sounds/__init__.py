@@ -31,8 +31,8 @@ LAYOUT = """\
     test-frames-1fps/<clip>/*.jpg"""
 
 
-make_preprocess, synthetic_spec = preprocess.audio_frames(FBANK_SHAPE, num_frames=3,
-                                                            frame_sampling="segments")
+OPTIONS = dict(num_frames=3, frame_sampling="segments")
+make_preprocess, synthetic_spec = preprocess.audio_frames(FBANK_SHAPE, **OPTIONS)
 
 
 DEFINITION = DatasetDef(
@@ -41,4 +41,4 @@ DEFINITION = DatasetDef(
     required=("train.txt", "test.txt", "train_spec", "test_spec", "train-frames-1fps",
               "test-frames-1fps"),
     make_preprocess=make_preprocess, synthetic_spec=synthetic_spec,
-    num_classes=lambda data_config: NUM_CLASSES)
+    num_classes=lambda data_config: NUM_CLASSES, options=OPTIONS)

@@ -38,6 +38,7 @@ MAX_LEN = 60         # released MOSEI_Config: lang_seq_len = audio_seq_len = 60
 MELS = 80
 TASKS = {"binary": 2, "7class": 7, "regression": 1}   # task -> num_classes (1: scores)
 SYNTHETIC_VOCAB = 1000
+OPTIONS = dict(task="binary", glove_path="", vocab_size=SYNTHETIC_VOCAB)
 
 LAYOUT = """\
   RAW/                   TBJE's CMU-MOSEI pickles (github.com/jbdel/MOSEI_UMONS, its data
@@ -51,7 +52,7 @@ LAYOUT = """\
 
 
 def task(data_config) -> str:
-  name = cfg(data_config, "task", "binary")
+  name = cfg(data_config, "task", OPTIONS["task"])
   if name not in TASKS:
     raise ValueError(f"unknown mosei_tbje task {name!r}; valid: {', '.join(TASKS)}")
   return name
@@ -111,7 +112,7 @@ def synthetic_spec(data_config) -> dict:
 
 
 def synthetic_vocab_size(data_config) -> int:
-  size = int(cfg(data_config, "vocab_size", SYNTHETIC_VOCAB))
+  size = int(cfg(data_config, "vocab_size", OPTIONS["vocab_size"]))
   if size <= text.RESERVED:
     raise ValueError(f"mosei_tbje vocab_size must be > {text.RESERVED}, got {size}")
   return size
@@ -148,7 +149,7 @@ def vocabulary(data_config, builder_dir: str | None) -> tuple[dict, dict]:
   if builder_dir is None:
     return {"text": synthetic_vocab_size(data_config)}, {}
   vocab = text.read_vocab(os.path.join(builder_dir, text.VOCAB_FILE))
-  glove_path = cfg(data_config, "glove_path", "")
+  glove_path = cfg(data_config, "glove_path", OPTIONS["glove_path"])
   embeddings = {"text": text.glove_matrix(glove_path, vocab)} if glove_path else {}
   return {"text": len(vocab)}, embeddings
 
@@ -161,4 +162,4 @@ DEFINITION = DatasetDef(
     num_classes=lambda data_config: TASKS[task(data_config)],
     synthetic_finish=lambda data_config: FinishSynthetic(
         synthetic_vocab_size(data_config), regression=task(data_config) == "regression"),
-    vocabulary=vocabulary)
+    vocabulary=vocabulary, options=OPTIONS)
