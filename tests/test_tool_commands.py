@@ -53,7 +53,7 @@ import importlib, json, sys
 from absl import flags
 results = {}
 for where, module, argv in json.load(sys.stdin):
-  before, error = set(flags.FLAGS), None
+  before, program = set(flags.FLAGS), None
   try:
     program = importlib.import_module(module)
     if hasattr(program, "parse_args"):            # argparse (report)
@@ -70,7 +70,7 @@ for where, module, argv in json.load(sys.stdin):
   flags.FLAGS.unparse_flags()
   for name in set(flags.FLAGS) - before:
     delattr(flags.FLAGS, name)
-  if not hasattr(program, "define_flags"):
+  if program is not None and not hasattr(program, "define_flags"):
     sys.modules.pop(module, None)                  # flags defined on import: import again
 print(json.dumps(results))
 """
