@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -167,6 +168,30 @@ def documented_paths(sources=False):
         paths += sorted(os.path.relpath(os.path.join(folder, f), ROOT) for f in files
                         if f.endswith(".py"))
   return paths
+
+
+# A documented command's arguments end at a line's end, a markdown cell (" | "), inline code, a
+# string's or a call's end in Python source, a shell comment or separator.
+_ARGS = r"(?P<args>(?:(?! \| )[^\n`\"#;&)])*)"
+
+
+def documented_commands(program, *, sources=False):
+  """``(where, name, argv)`` of every ``python <program> …`` command in
+  :func:`documented_paths` (``where`` = ``path:i``): ``program`` is a regex, its group
+  ``name`` (if any) the ``name``. Continuation lines are joined, the shell loop variables
+  ``$m`` / ``$i`` given a value, and the docs' placeholders for optional parts removed:
+  ``[…]`` brackets dropped (the flag inside kept), ``…`` and ``...`` dropped."""
+  pattern = re.compile(rf"python3? {program}{_ARGS}")
+  commands = []
+  for path in documented_paths(sources):
+    with open(os.path.join(ROOT, path)) as f:
+      text = f.read().replace("\\\n", " ")
+    for i, match in enumerate(pattern.finditer(text)):
+      args = match["args"].replace("…", " ").replace("...", " ")
+      args = args.replace("$m", "agm").replace("$i", "0")
+      argv = [t.strip("[]") for t in args.split() if t.strip("[]")]
+      commands.append((f"{path}:{i}", match.groupdict().get("name") or "", argv))
+  return commands
 
 
 # --------------------------------------------------------------------------- launch.py

@@ -4,47 +4,22 @@ flag fails here, not in a user's shell. All commands are parsed in one subproces
 define their absl flags globally; each one's are removed again before the next)."""
 
 import json
-import os
-import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, documented_paths
+from tests.conftest import ROOT, documented_commands
 
 # Programs that take positional arguments (workdirs); the others take flags only.
 POSITIONAL = {"agm_jax.tools.report", "agm_jax.tools.linear_probe"}
 
-# A program and its arguments, which end at a line's end, a markdown cell (" | "), inline
-# code, a string's or a call's end in Python source, a shell comment or separator.
-_COMMAND = re.compile(r"python3? -m ((?:agm_jax|data_pipelines)(?:\.\w+)+)"
-                      r"((?:(?! \| )[^\n`\"#;&)])*)")
-
-
-def _tokens(rest):
-  """Shell words, with the docs' placeholders for optional parts removed: ``[…]`` brackets
-  dropped (the flag inside kept), ``…`` and ``...`` dropped."""
-  rest = rest.replace("…", " ").replace("...", " ")
-  return [t.strip("[]") for t in rest.split() if t.strip("[]")]
-
-
-def documented_tool_commands():
-  """``(where, module, argv)`` of each documented command with arguments (one without is a
-  mention, e.g. "``python -m agm_jax.tools.report`` starts without JAX"). Commands built from
-  an f-string (``{name}``) are left out."""
-  commands = []
-  for path in documented_paths(sources=True):
-    with open(os.path.join(ROOT, path)) as f:
-      text = f.read().replace("\\\n", " ")
-    for i, match in enumerate(_COMMAND.finditer(text)):
-      argv = _tokens(match.group(2))
-      if argv and "{" not in match.group(2):
-        commands.append((f"{path}:{i}", match.group(1), argv))
-  return commands
-
-
-COMMANDS = documented_tool_commands()
+# (where, module, argv) of each documented command with arguments (one without is a mention,
+# e.g. "``python -m agm_jax.tools.report`` starts without JAX"); commands built from an
+# f-string (``{name}``) are left out.
+COMMANDS = [c for c in documented_commands(r"-m (?P<name>(?:agm_jax|data_pipelines)(?:\.\w+)+)",
+                                           sources=True)
+            if c[2] and not any("{" in a for a in c[2])]
 
 # Run in a fresh interpreter (cwd ROOT, so ``--config=configs/…`` loads): for each command,
 # import the program, define its flags as ``__main__`` would, parse, then remove them again.

@@ -2,7 +2,6 @@
 checkpoint resume, and one-line errors for bad input."""
 
 import os
-import re
 import subprocess
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from agm_jax.train import loop, validate
 from tests.conftest import (
   ROOT,
-  documented_paths,
+  documented_commands,
   launch_cmd,
   launch_in_process,
   read_lines,
@@ -128,21 +127,8 @@ def test_optimizer_state_gets_its_own_buffers():
   assert float(out[0][0]) == 1.0 and float(out[1][1]) == 1.0
 
 
-def _doc_launch_commands():
-  """``(where, argv)`` of every ``python launch.py …`` command in :func:`documented_paths`
-  (continuation lines joined; shell loop variables given a value; the shell's ``&``, ``;``,
-  comments and the docs' ``…`` / ``...`` cut off)."""
-  commands = []
-  for path in documented_paths():
-    with open(os.path.join(ROOT, path)) as f:
-      text = f.read().replace("\\\n", " ")
-    for i, match in enumerate(re.finditer(r"python launch\.py ([^\n`|]*)", text)):
-      line = re.split(r"[&;#…]|\.\.\.", match.group(1))[0]
-      commands.append((f"{path}:{i}", line.replace("$m", "agm").replace("$i", "0").split()))
-  return commands
-
-
-DOC_COMMANDS = _doc_launch_commands()
+# (where, argv) of every "python launch.py …" command in README.md, docs/ and the configs
+DOC_COMMANDS = [(w, argv) for w, _, argv in documented_commands(r"launch\.py")]
 
 
 def test_the_docs_have_launch_commands():
