@@ -152,6 +152,19 @@ def doc_block(path, heading):
   return text[text.index(heading):].split("```python\n", 1)[1].split("```", 1)[0]
 
 
+# The modules of configs/: the experiment configs (each with get_config()) and paper.py (the
+# rules the paper configs share).
+CONFIG_MODULES = tuple(sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                              if f.endswith(".py") and not f.startswith("_")))
+
+
+def experiment_configs():
+  """``{name: config}`` of every config module with a ``get_config()``."""
+  import importlib  # noqa: PLC0415
+  modules = {name: importlib.import_module(f"configs.{name}") for name in CONFIG_MODULES}
+  return {name: m.get_config() for name, m in modules.items() if hasattr(m, "get_config")}
+
+
 def documented_paths(sources=False):
   """Where users read commands (relative to ROOT): README.md, docs/*.md and configs/*.py (each
   paper config's docstring opens with the commands that reproduce it); with ``sources`` also
@@ -160,7 +173,7 @@ def documented_paths(sources=False):
   def listed(folder, suffix):
     return sorted(os.path.join(folder, f) for f in os.listdir(os.path.join(ROOT, folder))
                   if f.endswith(suffix) and not f.startswith("_"))
-  paths = ["README.md", *listed("docs", ".md"), *listed("configs", ".py")]
+  paths = ["README.md", *listed("docs", ".md"), *(f"configs/{n}.py" for n in CONFIG_MODULES)]
   if sources:
     paths.append("launch.py")
     for package in ("agm_jax", "data_pipelines"):

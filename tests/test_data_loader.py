@@ -299,13 +299,10 @@ def test_every_config_declares_what_its_dataset_reads():
   (``data_pipelines.config_fields``, which ``configs/default.py``'s ``data_config`` adds), so
   each can be set from the command line (``--config.data.read_threads=4``,
   ``--config.data.frame_sampling=segments``)."""
-  import importlib  # noqa: PLC0415
-  import os  # noqa: PLC0415
-
   from configs import default  # noqa: PLC0415
   from data_pipelines.builders import registry  # noqa: PLC0415
   from data_pipelines.sources import loader  # noqa: PLC0415
-  from tests.conftest import ROOT  # noqa: PLC0415
+  from tests.conftest import experiment_configs  # noqa: PLC0415
   assert set(loader.LOADER_DEFAULTS) == {"num_workers", "read_threads", "prefetch_batches",
                                          "live_pipelines"}
   assert data_pipelines.config_fields("cremad") == {
@@ -318,9 +315,7 @@ def test_every_config_declares_what_its_dataset_reads():
     data = default.data_config(name, "")
     for field, value in data_pipelines.config_fields(name).items():
       assert data[field] == value, (name, field)
-  names = [f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
-           if f.endswith(".py") and f not in ("__init__.py", "paper.py")]
-  for name in names:
-    data = importlib.import_module(f"configs.{name}").get_config().data
+  for name, config in experiment_configs().items():
+    data = config.data
     missing = set(data_pipelines.config_fields(data.name)) - set(data)
     assert not missing, (name, missing)

@@ -19,7 +19,7 @@ from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import loop, state, validate
 from agm_jax.transforms import clip
 from agm_jax.transforms.agm import agm, agm_coefficients
-from tests.conftest import ROOT, read_lines, tiny_config
+from tests.conftest import CONFIG_MODULES, ROOT, read_lines, tiny_config
 
 WHERE = OUTPUT_LAYER
 
@@ -284,8 +284,7 @@ def _setting_name(parents, node):
   return None
 
 
-CONFIG_FILES = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
-                      if f.endswith(".py") and f not in ("__init__.py", "default.py", "npz_mlp.py"))
+CONFIG_FILES = [f"{n}.py" for n in CONFIG_MODULES if n not in ("default", "npz_mlp")]
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)

@@ -45,13 +45,15 @@ from agm_jax import probe, shapley
 from agm_jax.models import fusion as fusion_lib
 from agm_jax.train import atomic, lock, parallel
 from agm_jax.train.checkpoint import Checkpointer
+from data_pipelines.sources.loader import LOADER_DEFAULTS
 
 CACHE_VERSION = 1
-# Fields of config.data a concept's key leaves out. The loader's speed settings never change a
-# batch. The others joined every config's data section (with their readers' defaults) after
-# keys were first made: at those defaults they mean what a section without them meant, so they
-# are left out there and the keys made before them still hold.
-_SPEED_ONLY = ("read_threads", "prefetch_batches", "live_pipelines")
+# Fields of config.data a concept's key leaves out. The loader's settings never change a batch
+# (num_workers, in every key made before the others were settings, stays in). The others
+# joined every config's data section (with their readers' defaults) after keys were first
+# made: at those defaults they mean what a section without them meant, so they are left out
+# there and the keys made before them still hold.
+_SPEED_ONLY = tuple(name for name in LOADER_DEFAULTS if name != "num_workers")
 _DECLARED_LATER = ("split_roles", "synthetic_examples", "frame_sampling")
 CHECKPOINTS = ("final", "best")
 
