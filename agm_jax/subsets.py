@@ -100,16 +100,23 @@ def stochastic(model) -> bool:
   return bool(getattr(model, "dropout", 0)) if flag is None else bool(flag)
 
 
+def device_key(key: jax.Array, axis_name: str | None = None) -> jax.Array:
+  """``key`` with the device index folded in under ``pmap`` (``axis_name``), unchanged
+  otherwise (one device, ``sharding``). For per-example draws: every device holds the same
+  replicated step key, and without the fold example i of every device would draw the same;
+  a per-batch decision that all devices must share is drawn from the unfolded key."""
+  if axis_name is None:
+    return key
+  return jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+
 def dropout_stream(key: jax.Array | None, axis_name: str | None = None) -> jax.Array | None:
   """A step's dropout key from its key ``key`` (None for None): ``fold_in`` of
-  ``DROPOUT_STREAM``, and under ``pmap`` (``axis_name``) of the device index, so devices that
-  hold the same replicated key draw different masks."""
+  ``DROPOUT_STREAM``, and under ``pmap`` (``axis_name``) of the device index
+  (:func:`device_key`), so devices that hold the same replicated key draw different masks."""
   if key is None:
     return None
-  key = jax.random.fold_in(key, DROPOUT_STREAM)
-  if axis_name is not None:
-    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-  return key
+  return device_key(jax.random.fold_in(key, DROPOUT_STREAM), axis_name)
 
 
 def pass_key(key: jax.Array | None, row) -> jax.Array | None:

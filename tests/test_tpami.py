@@ -113,9 +113,9 @@ def test_opm_current_and_previous_rho(opm_runs, monkeypatch):
   seen = []
   real = opm.drop_features
 
-  def spy(feats, q, key, *, p_exe):
+  def spy(feats, q, key, **kw):
     jax.debug.callback(lambda v: seen.append(np.asarray(v)), q)
-    return real(feats, q, key, p_exe=p_exe)
+    return real(feats, q, key, **kw)
 
   monkeypatch.setattr(opm, "drop_features", spy)
   for rho, run in opm_runs.items():

@@ -20,7 +20,8 @@ The T-PAMI paper gives none of these settings; the defaults (``p`` 0.5, ``anneal
 2000, ``gamma`` 1e-3) are ours. ``step`` is the count of optimiser updates so far, kept by
 ``dropout_schedules.with_drop_state``, which also logs ``drop_rate/<m>``: the step's
 scheduled rate (the same for every modality; evolutional: its nominal ``p``). Needs a
-late-fusion head (``branches.late_step``).
+late-fusion head (``branches.late_step``). Under ``pmap`` the masks fold in the device index
+(``subsets.device_key``): each device's examples draw their own.
 Config section ``feature_dropout``: ``schedule``, ``p``, ``anneal_steps``, ``gamma``.
 """
 
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agm_jax import subsets
 from agm_jax.methods import branches
 from agm_jax.methods.base import Method, StepOutput, check_late_fusion, find_state, from_section
 from agm_jax.transforms import dropout_schedules as ds
@@ -69,8 +71,10 @@ def scheduled_rate(hp: HParams, step) -> jax.Array:
   return ds.drop_rate(hp.schedule, step, p=hp.p, anneal_steps=hp.anneal_steps, gamma=hp.gamma)
 
 
-def drop_features(feats, hp: HParams, step, key):
-  """``feats`` after the schedule's dropout on their concatenation, split back."""
+def drop_features(feats, hp: HParams, step, key, axis_name: str | None = None):
+  """``feats`` after the schedule's dropout on their concatenation, split back. Under
+  ``pmap`` (``axis_name``) each device draws its own masks (``subsets.device_key``)."""
+  key = subsets.device_key(key, axis_name)
   dims = [f.shape[-1] for f in feats]
   ends = np.cumsum(dims)
   z = jnp.concatenate(tuple(feats), axis=-1)
@@ -89,7 +93,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
 
   def feature_fn(feats, unimodal):
     del unimodal
-    return drop_features(feats, ctx.hp, step, drop_key), None
+    return drop_features(feats, ctx.hp, step, drop_key, ctx.axis_name), None
 
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)
   rate = jnp.full((ctx.k,), scheduled_rate(ctx.hp, step), jnp.float32)

@@ -19,7 +19,8 @@ is not reused: it draws the modalities independently. The T-PAMI paper does not 
 ModDrop's ``p``; the default 0.5 is ours. Evaluation never drops. The state logs
 ``drop_rate/<m>``, the batch's fraction of examples that lost modality m. Needs a late-fusion
 head (``branches.late_step``). Config section ``moddrop``: ``p``, ``start_epoch``,
-``end_epoch`` (outside the window nothing is dropped).
+``end_epoch`` (outside the window nothing is dropped). Under ``pmap`` the keep patterns fold in
+the device index (``subsets.device_key``): each device's examples draw their own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from agm_jax import shapley
+from agm_jax import shapley, subsets
 from agm_jax.methods import branches
 from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
 from agm_jax.transforms import dropout_schedules
@@ -49,14 +50,16 @@ def hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
-def keep_patterns(p, key, num_modalities: int, batch: int) -> jax.Array:
+def keep_patterns(p, key, num_modalities: int, batch: int,
+                  axis_name: str | None = None) -> jax.Array:
   """``(k, B)`` bool: per example, a keep pattern of the independent Bernoulli(1 - p) draws
   conditioned on at least one kept modality (a categorical over the ``2^k - 1`` non-empty
-  patterns with weights ``(1-p)^kept * p^dropped``)."""
+  patterns with weights ``(1-p)^kept * p^dropped``). Under ``pmap`` (``axis_name``) each
+  device draws its own (``subsets.device_key``)."""
   patterns = jnp.asarray(shapley.subset_masks(num_modalities)[1:], bool)   # (2^k - 1, k)
   p = jnp.asarray(p, jnp.float32)
   log_w = jnp.where(patterns, jnp.log1p(-p), jnp.log(p)).sum(-1)
-  idx = jax.random.categorical(key, log_w, shape=(batch,))
+  idx = jax.random.categorical(subsets.device_key(key, axis_name), log_w, shape=(batch,))
   return patterns[idx].T
 
 
@@ -79,7 +82,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   labels = batch["label"]
   drop_key, pad_key = jax.random.split(rng)
   p = jnp.where(active, ctx.hp.p, 0.0)
-  keep = keep_patterns(p, drop_key, ctx.k, labels.shape[0])
+  keep = keep_patterns(p, drop_key, ctx.k, labels.shape[0], ctx.axis_name)
 
   def feature_fn(feats, unimodal):
     del unimodal

@@ -23,6 +23,18 @@ steps. Evaluation never drops. The gradient itself is the plain cross-entropy gr
 Needs a late-fusion head. The released warm-up (no drop while ``epoch <= 5``, ``main.py``
 l. 91) is the window ``start_epoch=6``. Config section ``opm``: ``q_base`` (0.5), ``lam``
 (0.5), ``p_exe`` (0.7) — ``train_opm.sh`` — ``rho``, ``start_epoch``, ``end_epoch``.
+
+Paper and code differ: ``p_exe``, the ``1 / (1 - theta)`` rescale of the kept features and the
+removal of the examples that lost every modality exist only in the released code
+(``models/Classifier.py``, ``Modality_drop.execute_drop``, l. 31–55, and ``main.py`` l. 95–101);
+the paper's Algorithm 1 (Sec. 3.2.1) drops each modality with probability ``q^m`` at every
+iteration and names none of them. We follow the code; ``p_exe = 1`` gives the paper's
+per-iteration drop (the rescale and the removal stay).
+
+Under ``pmap`` (``ctx.axis_name``) the per-example keep masks fold in the device index
+(``subsets.device_key``), so the devices' examples draw independently; the per-batch
+``execute`` draw and ``q`` are the same on every device. One device and ``sharding`` draw as
+before.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agm_jax import subsets
 from agm_jax.methods import branches
 from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
 from agm_jax.transforms import score_ratio
@@ -60,20 +73,24 @@ def hparams(section) -> HParams:
   return from_section(HParams, section)
 
 
-def keep_mask(q, key, num_modalities: int, batch: int, *, p_exe: float):
+def keep_mask(q, key, num_modalities: int, batch: int, *, p_exe: float,
+              axis_name: str | None = None):
   """``(keep (k, B) bool, execute)``: with probability ``p_exe`` (``execute``) each example
-  keeps modality m with probability ``1 - q[m]``; otherwise every example keeps everything."""
+  keeps modality m with probability ``1 - q[m]``; otherwise every example keeps everything.
+  Under ``pmap`` (``axis_name``) ``execute`` is shared by the devices, ``keep`` per device."""
   k_exe, k_mask = jax.random.split(key)
   execute = jax.random.uniform(k_exe) < p_exe
-  keep = jax.random.bernoulli(k_mask, (1.0 - q)[:, None], (num_modalities, batch))
+  keep = jax.random.bernoulli(subsets.device_key(k_mask, axis_name), (1.0 - q)[:, None],
+                              (num_modalities, batch))
   return keep | ~execute, execute
 
 
-def drop_features(feats, q, key, *, p_exe: float):
+def drop_features(feats, q, key, *, p_exe: float, axis_name: str | None = None):
   """``(feats, weight)``: modality m's features zeroed per example with probability ``q[m]``
   (in a fraction ``p_exe`` of batches), rescaled by ``1/(1-theta)``; ``weight`` (B,) is 0 for
-  examples that lost every modality."""
-  keep, execute = keep_mask(q, key, len(feats), feats[0].shape[0], p_exe=p_exe)
+  examples that lost every modality. ``axis_name``: as :func:`keep_mask`'s."""
+  keep, execute = keep_mask(q, key, len(feats), feats[0].shape[0], p_exe=p_exe,
+                            axis_name=axis_name)
   dims = jnp.asarray([f.shape[-1] for f in feats], jnp.float32)
   theta = (dims * q).sum() / dims.sum()
   scale = jnp.where(execute & (theta < 1.0), 1.0 / jnp.maximum(1.0 - theta, 1e-6), 1.0)
@@ -109,7 +126,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
     else:
       q = optax.tree_utils.tree_get(opt_state, "drop_prob")
     q = jax.lax.stop_gradient(jnp.where(active, q, 0.0))
-    return drop_features(feats, q, drop_key, p_exe=p_exe)
+    return drop_features(feats, q, drop_key, p_exe=p_exe, axis_name=ctx.axis_name)
 
   out = branches.late_step(ctx, params, batch_stats, batch, pad_key, feature_fn=feature_fn)
   kept = out.weight.sum()   # the examples the forward pass kept (weight 1: any modality left)
