@@ -8,7 +8,8 @@ r"""CREMA-D with the released T-PAMI 2024 OGM and OPM settings (GeWu-Lab/BML_TPA
 
 The released code has no CREMA-D run (its ``main.py`` reads Kinetics-Sounds only), so
 everything but the data is configs/tpami_ks.py's ``released_rules``, each number with its
-file and line there: seed 0, 100 epochs, batch 32, AdamW 5e-5 / weight decay 0.01, StepLR 40
+file and line there: seed 0, 100 epochs, batch 32 with the last partial batch kept, the best
+test accuracy over epochs as the reported statistic, AdamW 5e-5 / weight decay 0.01, StepLR 40
 / 0.1, a concat head on two ResNet-18s, OGM's code form with alpha 0.8 on the conv kernels
 with GE noise in epochs 6 … 60, OPM with q_base 0.5, lam 0.5, p_exe 0.7 and the current
 step's rho from epoch 6. The paper's Sec. 4.1 trains CREMA-D with SGD (momentum 0.9),

@@ -12,6 +12,11 @@ r"""Kinetics-Sounds as the released T-PAMI 2024 code runs OGM and OPM (Wei, Peng
 Every number and its source (files of the released repository, ``code/``):
 * seed 0 — ``config.py`` l. 63; 100 epochs — l. 23; batch 32 — l. 22 (evaluation too:
   ``main.py`` l. 255); 3 frames per clip — l. 14;
+* the last partial training batch kept (``drop_last=False``) — ``main.py`` l. 254
+  (``DataLoader(train_dataset, batch_size=…, shuffle=True, …)``, no ``drop_last``);
+* the reported statistic, the highest test accuracy over all epochs
+  (``paper_statistic="max_test_acc"``) — ``main.py`` l. 275–297 (every epoch evaluates
+  ``test_loader`` and keeps ``best_acc`` in ``best_model.json``; there is no validation split);
 * AdamW, learning rate 5e-5 — ``config.py`` l. 26; weight decay 0.01 — ``main.py`` l. 267;
   StepLR every 40 epochs by 0.1 — ``config.py`` l. 27, 29, ``main.py`` l. 268, 174. (The
   paper's Sec. 4.1 says SGD with momentum 0.9, learning rate 1e-3, batch 32:
@@ -35,8 +40,11 @@ Every number and its source (files of the released repository, ``code/``):
 * OGM* (``--use_OGM_plus``, no released script): ``--config.ogm.form=plus``, gain 4 —
   ``main.py`` l. 128–136;
 * OPM+OGM (``--config.method=opm_ogm``; both flags, no released script): OPM's settings and
-  window above with OGM's alpha, form, scope and noise (its gradient modulation therefore
-  runs past the OGM script's epoch 60).
+  window above with OGM's alpha, form, scope and noise. One window serves both, so its
+  gradient modulation runs to the end: past ``--modulation_ends``, whose default is 80
+  (``main.py`` l. 47, ``config.py`` l. 35; both flags with no other argument would modulate
+  gradients in epochs 6 … 80 and drop to the end) and past ``train_ogm.sh``'s 60 (l. 7, OGM
+  alone). ``--config.opm_ogm.end_epoch=80`` ends the drop there too.
 
 The released Kinetics-Sounds split has 31 classes (``config.py`` l. 11); agm-jax's pipeline
 reads the classes of the raw download (docs/REPRODUCE.md).
@@ -51,9 +59,12 @@ OGM_END = 60         # train_ogm.sh l. 7 (--modulation_ends)
 
 
 def released_rules(c):
-  """What the released ``main.py`` does in every run: seed, epochs, batch, AdamW and StepLR,
-  the concat head and its initialisation, and OGM's and OPM's settings and windows."""
+  """What the released ``main.py`` does in every run: seed, epochs, batch (the last partial
+  one kept), the reported statistic, AdamW and StepLR, the concat head and its
+  initialisation, and OGM's and OPM's settings and windows."""
   c.seed = 0
+  c.drop_last = False   # main.py l. 254: DataLoader(...) without drop_last
+  c.paper_statistic = "max_test_acc"   # main.py l. 277, 284-297: the best test acc over epochs
   c.num_epochs = 100
   c.batch_size = 32
   c.eval_batch_size = 32

@@ -8,7 +8,10 @@ step); the gradient is then scaled by OGM's coefficient (``methods.ogm``, form `
 gets GE noise. Both read the scores of the undropped features, as the released code computes
 ``performance_1/2`` before the drop (``models/Classifier.py`` l. 142–147) and uses them for
 both. One window for both: the released flags would drop from epoch 6 to the end and modulate
-gradients in epochs 6 … ``--modulation_ends``; no released script runs the combination.
+gradients in epochs 6 … ``--modulation_ends``, whose default is 80 (``main.py`` l. 47,
+``config.py`` l. 35); the OGM script passes 60 (``train_ogm.sh`` l. 7), but no released script
+runs the combination. ``configs/tpami_ks.py`` gives both OPM's window (epoch 6 to the end), so
+its gradient modulation runs past 80 and 60; ``end_epoch=80`` ends the drop there as well.
 Needs a late-fusion head. Config section ``opm_ogm``: OPM's ``q_base``, ``lam``, ``p_exe``,
 ``rho``, OGM's ``alpha``, ``form``, ``plus_gain``, ``noise``, ``scope``, and ``start_epoch``,
 ``end_epoch``.
