@@ -7,6 +7,11 @@ risen most above its own history is modulated, ``1 - tanh(alpha * relu(rho / mea
 that normalised ratio is >= 1. Config section ``ogm_ge_ra``: as ``ogm_ge``'s, ``scope``
 included (the released code has no OGM-GE-RA: give it the scope of the OGM-GE run it is
 compared with).
+
+The AGM supplement states only the idea (Sec. D: "tune the discrepancy ratio in OGM-GE toward
+the running average instead of simply 1"; Table 8's caption) and no code for it was released:
+the exact rule above, the normalisation by the cumulative mean included, is agm-jax's
+construction of that sentence.
 """
 
 from __future__ import annotations

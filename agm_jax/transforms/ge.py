@@ -8,6 +8,12 @@ Every encoder kernel ``g`` (a parameter under ``encoders_<i>`` with ndim >= 2,
 modality's branch/encoder (the released AGM code's CREMA-D OGM-GE); the default ``"mixed"``
 is the ndim >= 2 rule above. AGM-GE (AGM paper, Table 8) chains it after ``agm``; the score-ratio
 family (``transforms.score_ratio``) calls :func:`add_ge_noise` itself.
+
+Paper and code differ: the T-PAMI 2024 OGM/OPM paper (Sec. 3.2.2, eq. 16) draws
+``h ~ N(0, Sigma / |B|)``, the covariance of the mini-batch sampling noise of ``g``; both
+released codes draw ``normal_(0, grad.std() + 1e-8)``, one scale for the whole tensor, the
+spread of its entries (GeWu-Lab/OGM-GE_CVPR2022 ``main.py`` l. 139, 146;
+GeWu-Lab/BML_TPAMI2024 ``code/main.py`` l. 160, 167). We follow the code.
 """
 
 from __future__ import annotations

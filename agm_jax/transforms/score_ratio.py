@@ -13,6 +13,9 @@ the ratio to the runner-up, ``rho^m = score_m / max_{j≠m} score_j``, which is 
 k = 2 and again modulates only the arg-max modality. The coefficient scales the dominant
 modality's *encoder* gradient; GE then adds ``N(0, std(g) + 1e-8)`` to every encoder kernel
 (``transforms.ge.add_ge_noise``; std of the gradient before scaling, as the released code).
+The T-PAMI 2024 paper's eq. 16 (Sec. 3.2.2) differs: ``h ~ N(0, Sigma / |B|)``, the
+mini-batch sampling covariance of ``g``, not the spread of one tensor's entries; we follow
+the code (both released codes).
 
 Which leaves are scaled and get noise is ``scope`` (``transforms.partition.SCOPES``; the
 released codes differ):
@@ -32,7 +35,9 @@ released codes differ):
 **OGM-GE-RA** (AGM, Li et al. ICCV 2023, Table 8): the ratio is steered toward its running
 average instead of 1: ``rho`` is replaced by ``rho / mean_{t'<t} rho`` (cumulative mean, 1
 before the first step); a modality is modulated only if that normalised ratio is the largest
-and >= 1.
+and >= 1. The source says only that much (the supplement's Sec. D and Table 8's caption, "toward
+the running average"), and no code was released: the rule ``1 - tanh(alpha * relu(rho /
+mean rho))`` is agm-jax's construction of that sentence.
 
 **OGM** (Wei, Peng, Hu et al., "On-the-fly Modulation for Balanced Multimodal Learning",
 T-PAMI 2024; released code GeWu-Lab/BML_TPAMI2024 ``code/main.py``), three coefficient forms
