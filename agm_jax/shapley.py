@@ -199,10 +199,28 @@ def example_correct(outputs: jax.Array, labels: jax.Array) -> jax.Array:
   return (outputs[..., 0] >= 0) == (labels >= 0)
 
 
-def mono_modal_ce(phi: jax.Array, labels: jax.Array) -> jax.Array:
+def check_p_floor(p_floor: float) -> float:
+  """``p_floor`` as a float in ``[0, 1)``, else a ``ValueError``."""
+  p_floor = float(p_floor)
+  if not 0.0 <= p_floor < 1.0:
+    raise ValueError(f"p_floor must be in [0, 1), got {p_floor}")
+  return p_floor
+
+
+def mono_modal_ce(phi: jax.Array, labels: jax.Array, *, p_floor: float = 0.0) -> jax.Array:
   """``ce^m``: batch mean cross-entropy of each modality's response, shape ``(k,)`` (for score
-  labels the mean absolute error of ``phi^m``: :func:`example_loss`)."""
-  return example_loss(phi, labels[None]).mean(-1)
+  labels the mean absolute error of ``phi^m``: :func:`example_loss`).
+
+  ``p_floor`` > 0 floors each example's label probability at ``p_floor`` before the mean, i.e.
+  caps its ``-log p`` at ``-log p_floor``: the released AGM code's reading (its CREMA-D, AVE,
+  AV-MNIST and MOSEI mains replace ``p < 1e-8`` by 1e-8; its UR-Funny main has no floor).
+  Eq. 4 of the paper has none: ``p_floor=0``. Score labels have no probability and ignore it.
+  """
+  p_floor = check_p_floor(p_floor)
+  loss = example_loss(phi, labels[None])
+  if p_floor > 0.0 and task_of(phi, labels) == "classification":
+    loss = jnp.minimum(loss, -math.log(p_floor))
+  return loss.mean(-1)
 
 
 def mono_modal_accuracy(phi: jax.Array, labels: jax.Array) -> jax.Array:
@@ -248,13 +266,15 @@ def subset_vjp(subsets_fn: Callable[[Any], Any], params: Any, *, has_aux: bool =
 
 
 def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array, *,
-                has_aux: bool = False):
+                has_aux: bool = False, p_floor: float = 0.0):
   """Forward over all subsets, and a linear ``backward(kappa) -> grads`` of one VJP.
 
   Args:
     subsets_fn: ``params -> V`` of shape ``(2**k, B, K)`` (or ``(V, aux)`` with ``has_aux``).
     params: the pytree to differentiate.
     labels: int ``(B,)`` (or float scores: regression, see :func:`example_loss`).
+    p_floor: the floor on the label probability in ``mono_ce`` only (:func:`mono_modal_ce`);
+      the loss and its gradient are eq. 4's unfloored cross-entropy.
   Returns:
     ``(ShapleyForward, backward)``; ``backward(kappa)`` with ``kappa`` of shape ``(k,)`` is
     ``sum_m kappa[m] * VJP(phi^m, dL/dphi)`` for ``L`` the mean cross-entropy (scores: mean
@@ -271,7 +291,7 @@ def shapley_vjp(subsets_fn: Callable[[Any], Any], params: Any, labels: jax.Array
     weight = c.T @ jnp.asarray(kappa, jnp.float32)             # (2**k,)
     return pullback(weight[:, None, None] * dlogits[None])
 
-  fwd = ShapleyForward(loss, logits, phi, mono_modal_ce(phi, labels),
+  fwd = ShapleyForward(loss, logits, phi, mono_modal_ce(phi, labels, p_floor=p_floor),
                        mono_modal_accuracy(phi, labels), aux)
   return fwd, backward
 

@@ -103,11 +103,12 @@ def get_config():
   # AGM (ICCV 2023): alpha 1.0 (released default), clip 10 (its CREMA-D main; inf = no
   # bound); reference "running_mean" (Algorithm 1) or "one" (the AGM(1) ablation, Table 8);
   # outside: kappa outside the window, "one" or "hold" (the last kappa: the released code).
-  c.agm = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
-                                         outside="one", **always))
-  c.agm_1 = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, outside="one", **always))
-  c.agm_ge = ml_collections.ConfigDict(dict(alpha=1.0, clip=10.0, reference="running_mean",
-                                            outside="one", **always))
+  # p_floor: the floor on each example's label probability in ce^m, which kappa sees (0: eq. 4
+  # as written; the released CREMA-D/AVE/AV-MNIST/MOSEI mains floor p at 1e-8).
+  agm = dict(alpha=1.0, clip=10.0, outside="one", p_floor=0.0, **always)
+  c.agm = ml_collections.ConfigDict(dict(agm, reference="running_mean"))
+  c.agm_1 = ml_collections.ConfigDict(agm)
+  c.agm_ge = ml_collections.ConfigDict(dict(agm, reference="running_mean"))
   # The mono-modal concept (competition probe) trains method=unimodal on one modality; pad:
   # what replaces the other modalities' inputs for non-late fusions ("zeros"; "normal": N(0,1)
   # noise; the probe sets it from competition.concept_pad).

@@ -12,6 +12,9 @@ Sources (the released code's files):
   Table 8 variants) modulate only inside it;
 * after the window AGM's backward hooks keep the last scale they were given
   (``model.update_scale`` is no longer called): ``outside="hold"``;
+* ``ce^m`` floors each example's label probability at 1e-8 (``-log p`` of ``p < 1e-8`` is
+  taken as ``-log 1e-8`` in ``run/CREMAD_main.py``, ``AVE_main.py``, ``AVMNIST_main.py``,
+  ``MOSEI_main.py``; ``URFunny_main.py`` has no floor): ``agm.p_floor=1e-8``, UR-Funny 0;
 * the conditional clip: after the backward pass, if an entry of the fusion output layer's
   weight gradient leaves ``[-t, t]`` the global norm is clipped to ``t`` (``run/*_main.py``:
   t = 1, UR-Funny 5), in every AGM run and in every early-fusion run (joint included);
@@ -99,13 +102,14 @@ PAPER_STATISTIC = {"cremad": "max_test_acc", "avmnist": "max_test_acc",
                    "mosei_tbje": "max_val_acc", "ave": "max_val_acc", "urfunny": "max_val_acc"}
 
 
-def released_rules(c, *, early: bool, clip_threshold: float = 1.0):
+def released_rules(c, *, early: bool, clip_threshold: float = 1.0, p_floor: float = 1e-8):
   """Applies the shared rules to config ``c`` in place and returns it.
 
   Args:
     early: an early-fusion config (the conditional clip then applies to every method, joint
       training included; late fusion: only to the AGM methods).
     clip_threshold: the conditional clip's threshold and norm (1; UR-Funny 5).
+    p_floor: the AGM methods' floor on the label probability in ``ce^m`` (1e-8; UR-Funny 0).
   """
   c.seed = SEED
   c.paper_statistic = PAPER_STATISTIC.get(c.data.name, "")
@@ -113,6 +117,7 @@ def released_rules(c, *, early: bool, clip_threshold: float = 1.0):
   for name in AGM_METHODS:
     c[name].start_epoch, c[name].end_epoch = WINDOW
     c[name].outside = "hold"
+    c[name].p_floor = p_floor
   for name in OGM_METHODS:
     c[name].start_epoch, c[name].end_epoch = WINDOW
   c.optimizer.conditional_clip.threshold = clip_threshold

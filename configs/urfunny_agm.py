@@ -63,6 +63,6 @@ def get_config():
     c[name].alpha = 1.0
     c[name].clip = 7.0
   paper.late_heads(c)
-  paper.released_rules(c, early=False, clip_threshold=5.0)
+  paper.released_rules(c, early=False, clip_threshold=5.0, p_floor=0.0)
   paper.released_baselines(c, mslr_init=(0.9, 1.4, 0.7), mses_patience=30, ogm_alpha=0.1)
   return c

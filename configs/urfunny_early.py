@@ -16,5 +16,5 @@ from configs import paper, urfunny_agm
 def get_config():
   c = urfunny_agm.get_config()
   paper.released_early_head(c, hidden=(2048, 1024))
-  paper.released_rules(c, early=True, clip_threshold=5.0)
+  paper.released_rules(c, early=True, clip_threshold=5.0, p_floor=0.0)
   return c

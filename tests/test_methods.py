@@ -2,6 +2,8 @@
 transforms jitted and chained, method-level state, and one epoch of every method end to end."""
 
 import ast
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -14,7 +16,7 @@ import pytest
 
 import data_pipelines
 from agm_jax import methods, modulation, shapley, subsets
-from agm_jax.methods import gblending, joint, opm
+from agm_jax.methods import agm, gblending, joint, opm
 from agm_jax.train import loop
 from agm_jax.transforms import epoch as epoch_tx
 from agm_jax.transforms import greedy as greedy_tx
@@ -343,6 +345,28 @@ def test_gblending_backward_matches_per_loss_gradients(tiny_run):
   jax.tree.map(close, head, want)
 
 
+def test_agm_hands_kappa_the_floored_mono_modal_ce(tiny_run):
+  """agm.p_floor reaches the ce^m that kappa sees (and the train line's mono_ce/<m>); the
+  loss keeps eq. 4. A floor of 0.5 caps each example's -log p at log 2."""
+  run, state, batch = tiny_run
+  key = jax.random.PRNGKey(0)
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def step(params, p_floor):
+    hp = methods.hparams(methods.get("agm"), tiny_config(**{"agm.p_floor": p_floor}))
+    ctx = dataclasses.replace(run.ctx, hp=hp)
+    out = agm.gradients(ctx, params, state.batch_stats, batch, key, True, state.opt_state)
+    return out._replace(updates=None)   # the linear backward function is not an array
+
+  plain, floored = step(state.params, 0.0), step(state.params, 0.5)
+  for out in (plain, floored):
+    np.testing.assert_allclose(out.tx_kwargs["mono_ce"],
+                               [out.metrics[f"mono_ce/{m}"] for m in run.ctx.modalities])
+  assert (plain.tx_kwargs["mono_ce"] > np.log(2)).any()
+  assert (floored.tx_kwargs["mono_ce"] <= np.log(2) + 1e-6).all()
+  assert floored.metrics["loss"] == plain.metrics["loss"]
+
+
 def test_every_method_is_registered():
   for name in NEW_METHODS:
     assert name in methods.NAMES
@@ -443,12 +467,16 @@ def test_hyper_parameters_come_from_one_section():
   assert methods.window(methods.hparams(methods.get("joint"), c)) is None
   with pytest.raises(ValueError, match="alhpa is not a setting of this method"):
     methods.from_section(type(hp), dict(alpha=1.0, alhpa=2.0, clip=1.0, reference="one",
-                                        outside="one", start_epoch=0, end_epoch=1))
+                                        outside="one", p_floor=0.0, start_epoch=0,
+                                        end_epoch=1))
   with pytest.raises(ValueError, match="clip is missing"):
     methods.from_section(type(hp), dict(alpha=1.0, reference="one", outside="one",
-                                        start_epoch=0, end_epoch=1))
+                                        p_floor=0.0, start_epoch=0, end_epoch=1))
   with pytest.raises(ValueError, match="opm.p_exe must be in"):
     methods.hparams(methods.get("opm"), tiny_config(**{"opm.p_exe": 1.5}))
+  for name in ("agm", "agm_1", "agm_ge"):
+    with pytest.raises(ValueError, match=rf"{name}.p_floor must be in \[0, 1\), got 1.0"):
+      methods.hparams(methods.get(name), tiny_config(**{f"{name}.p_floor": 1.0}))
 
 
 def test_every_method_honours_the_subsets_section(monkeypatch):

@@ -19,7 +19,7 @@ from agm_jax.models.classifier import OUTPUT_LAYER
 from agm_jax.train import loop, state, validate
 from agm_jax.transforms import clip
 from agm_jax.transforms.agm import agm, agm_coefficients
-from tests.conftest import CONFIG_MODULES, ROOT, read_lines, tiny_config
+from tests.conftest import CONFIG_MODULES, ROOT, experiment_configs, read_lines, tiny_config
 
 WHERE = OUTPUT_LAYER
 
@@ -210,6 +210,19 @@ def test_paper_configs_carry_the_released_rules(name):
     c.method = method
     keys.add(competition.concept_key(per_method.resolve(c), "audio"))
   assert len(keys) == 1, keys
+
+
+def test_the_released_probability_floor_is_in_every_paper_config():
+  """ce^m floors p at 1e-8 in the released CREMA-D, AVE, AV-MNIST and MOSEI mains (Kinetics-
+  Sounds runs AV-MNIST's settings), not in UR-Funny's; every other config keeps eq. 4."""
+  configs = experiment_configs()
+  released = {name for name, c in configs.items() if c.agm.outside == "hold"}
+  assert {"cremad_agm", "avmnist_agm", "ks_agm", "mosei_agm", "ave_psp",
+          "urfunny_agm"} <= released
+  for name, c in configs.items():
+    want = 1e-8 if name in released and not name.startswith("urfunny") else 0.0
+    for method in ("agm", "agm_1", "agm_ge"):
+      assert c[method].p_floor == want, (name, method)
 
 
 def test_per_method_overrides_are_checked():

@@ -215,3 +215,42 @@ def test_kappa_function_form():
   got, aux = shapley.modulated_grads(_mlp_logits, p, x, y, ("m0", "m1"),
                                      lambda ce: jnp.exp(-ce))
   np.testing.assert_allclose(aux["kappa"], np.exp(-np.asarray(aux["mono_ce"])), rtol=1e-6)
+
+
+# --- mono-modal cross-entropy ----------------------------------------------------------------
+
+def test_mono_modal_ce_with_and_without_the_probability_floor():
+  """Eq. 4 as written (no floor) against the released mains' floor on p at 1e-8: an example
+  whose label has p = e^-25 / (1 + 5 e^-25) costs 25.0 unfloored, -log(1e-8) = 18.4207
+  floored; the other example (uniform over 6 classes) log 6 = 1.7918 either way."""
+  phi = jnp.zeros((2, 2, 6)).at[0, 0, 1].set(25.0)    # (k, B, K): modality 0, example 0
+  labels = jnp.array([0, 3])
+  np.testing.assert_allclose(shapley.mono_modal_ce(phi, labels), [13.39588, 1.791759],
+                             rtol=1e-5)
+  np.testing.assert_allclose(shapley.mono_modal_ce(phi, labels, p_floor=1e-8),
+                             [10.10622, 1.791759], rtol=1e-5)
+  # a floor the label's probability clears changes nothing
+  np.testing.assert_allclose(shapley.mono_modal_ce(phi, labels, p_floor=1e-12),
+                             shapley.mono_modal_ce(phi, labels), rtol=1e-6)
+  # score labels (L1) have no probability to floor
+  scores = jnp.array([0.5, -1.0])
+  np.testing.assert_array_equal(shapley.mono_modal_ce(phi[..., :1], scores, p_floor=1e-8),
+                                shapley.mono_modal_ce(phi[..., :1], scores))
+  for bad in (-1e-8, 1.0, float("nan")):
+    with pytest.raises(ValueError, match=r"p_floor must be in \[0, 1\)"):
+      shapley.mono_modal_ce(phi, labels, p_floor=bad)
+
+
+def test_shapley_vjp_floors_only_the_mono_modal_ce():
+  p, x, y = _mlp_params(2, 3), _inputs(2, 3), jnp.array([0, 1, 3])
+  scaled = jax.tree.map(lambda a: 30.0 * a, p)   # confident responses: some p < 1e-8
+  fn = lambda q: shapley.subset_logits(functools.partial(_mlp_logits, q), x, ("m0", "m1"))  # noqa: E731
+  plain, backward = shapley.shapley_vjp(fn, scaled, y)
+  floored, backward_f = shapley.shapley_vjp(fn, scaled, y, p_floor=1e-8)
+  per_example = shapley.cross_entropy(plain.mono_logits, y[None])
+  assert (per_example > 18.5).any()
+  np.testing.assert_allclose(floored.mono_ce,
+                             np.minimum(per_example, -np.log(1e-8)).mean(-1), rtol=1e-6)
+  assert (floored.mono_ce < plain.mono_ce).any()
+  np.testing.assert_allclose(floored.loss, plain.loss)   # the loss and its gradient keep eq. 4
+  jax.tree.map(np.testing.assert_allclose, backward_f(jnp.ones(2)), backward(jnp.ones(2)))

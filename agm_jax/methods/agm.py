@@ -10,8 +10,10 @@ stops them: then ``g^m`` would not be modality m's share of the gradient).
 Config section ``agm``: ``alpha``, ``clip``, ``reference`` ("running_mean", or "one": the
 AGM(1) ablation), ``start_epoch``/``end_epoch`` (the modulation window), ``outside``: the
 coefficients outside the window, "one" or "hold" (the last kappa, as the released code's
-backward hooks keep it); the running mean updates every step either way. The masked passes
-follow the ``subsets`` section.
+backward hooks keep it); the running mean updates every step either way; ``p_floor``: the floor
+on each example's label probability in ``ce^m`` (0: eq. 4 as written; 1e-8: the released
+code's mains, ``shapley.mono_modal_ce``), which kappa and the running mean see while the loss
+and its gradient stay unfloored. The masked passes follow the ``subsets`` section.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from agm_jax.methods.base import (
   shapley_step,
   train_metrics,
 )
+from agm_jax.shapley import check_p_floor
 from agm_jax.transforms.agm import agm as agm_transform
 
 
@@ -38,7 +41,11 @@ class HParams:
   clip: float
   reference: str
   outside: str
+  p_floor: float
   window: Window
+
+  def __post_init__(self):
+    check_p_floor(self.p_floor)
 
 
 def hparams(section) -> HParams:
@@ -60,7 +67,8 @@ def make_tx(ctx, base):
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   del opt_state
-  fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=True)
+  fwd, backward = shapley_step(ctx, params, batch_stats, batch, rng, grad_masked=True,
+                               p_floor=ctx.hp.p_floor)
   metrics = train_metrics(fwd.loss, fwd.logits, fwd.mono_ce, fwd.mono_acc, batch["label"],
                           ctx.modalities)
   metrics.update(aux_metrics(fwd.aux))

@@ -6,7 +6,8 @@ Identical to ``agm`` except ``tau^m = 1`` instead of the running-mean reference:
 
 so the coefficients push the modalities toward equal mono-modal cross-entropy rather than
 resisting *changes* in their balance (``transforms.agm.agm(..., reference="one")``).
-Config section ``agm_1``: ``alpha``, ``clip``, ``outside``, ``start_epoch``, ``end_epoch``.
+Config section ``agm_1``: ``alpha``, ``clip``, ``outside``, ``p_floor``, ``start_epoch``,
+``end_epoch`` (as in ``agm``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import optax
 
 from agm_jax.methods import agm
 from agm_jax.methods.base import Method, Window, from_section
+from agm_jax.shapley import check_p_floor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +26,11 @@ class HParams:
   alpha: float
   clip: float
   outside: str
+  p_floor: float
   window: Window
+
+  def __post_init__(self):
+    check_p_floor(self.p_floor)
 
 
 def hparams(section) -> HParams:

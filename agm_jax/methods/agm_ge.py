@@ -6,9 +6,8 @@ every encoder kernel ``g`` (``encoders_<i>``, ndim >= 2) becomes ``g + N(0, std(
 
     optax.chain(agm(alpha, clip, num_modalities=k), ge_noise(seed), base)
 
-Config section ``agm_ge``: ``alpha``, ``clip``, ``reference``, ``outside``, ``start_epoch``,
-``end_epoch``;
-the noise key is seeded by the run's ``seed``.
+Config section ``agm_ge``: ``alpha``, ``clip``, ``reference``, ``outside``, ``p_floor``,
+``start_epoch``, ``end_epoch`` (as in ``agm``); the noise key is seeded by the run's ``seed``.
 """
 
 from __future__ import annotations

@@ -189,10 +189,12 @@ def subset_step(ctx: Context, params, batch_stats, batch, rng):
   return shapley.subset_vjp(subsets_fn(ctx, batch_stats, batch, rng), params, has_aux=True)
 
 
-def shapley_step(ctx: Context, params, batch_stats, batch, rng, *, grad_masked: bool):
-  """Forward over all subsets and the linear ``backward(kappa)`` (``shapley.shapley_vjp``)."""
+def shapley_step(ctx: Context, params, batch_stats, batch, rng, *, grad_masked: bool,
+                 p_floor: float = 0.0):
+  """Forward over all subsets and the linear ``backward(kappa)`` (``shapley.shapley_vjp``;
+  ``p_floor``: the floor on the label probability in ``mono_ce``)."""
   return shapley.shapley_vjp(subsets_fn(ctx, batch_stats, batch, rng, grad_masked=grad_masked),
-                             params, batch["label"], has_aux=True)
+                             params, batch["label"], has_aux=True, p_floor=p_floor)
 
 
 def shapley_evaluate(ctx: Context, params, batch_stats, batch) -> EvalOutput:

@@ -10,6 +10,11 @@ lower = stronger modality). At global step ``t = 1, 2, …`` with running means 
     kappa^m = exp( alpha * min(tau^m - r^m, clip) )
     r̂ce^m  <- r̂ce^m * (t-1)/t + ce^m / t                  # after kappa is computed
 
+The running mean is eq. 10's and the released mains' (``train_score``); Algorithm 1's line 10
+writes ``r̂ce * t/(t+1) + ce/(t+1)``, which would count the initial 0 as a first value (after
+step 1 r̂ce = ce/2, not ce), and is not followed. ``ce^m`` may floor the label probability
+(``shapley.mono_modal_ce(..., p_floor=)``, the released mains' 1e-8), before it reaches here.
+
 and the update (eq. 6) is ``g = sum_m kappa^m g^m`` with ``g^m`` modality m's share of the
 gradient (``agm_jax.shapley``). The transform takes either the stacked per-modality
 gradients (leading axis k) or a linear function ``kappa -> sum_m kappa^m g^m`` (the
