@@ -93,7 +93,7 @@ def test_unimodal_normal_pad():
   batch = {"audio": np.ones((64, 32), np.float32), "visual": np.ones((64, 8), np.float32),
            "label": np.zeros(64, np.int32)}
   ctx = lambda pad: types.SimpleNamespace(  # noqa: E731
-      hp=unimodal.HParams("audio", pad), modalities=("audio", "visual"))
+      hp=unimodal.HParams("audio", pad), modalities=("audio", "visual"), axis_name=None)
   k0, k1 = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
   zeros = unimodal._inputs(ctx("zeros"), batch, k0)
   assert not np.asarray(zeros["visual"]).any() and np.asarray(zeros["audio"]).all()

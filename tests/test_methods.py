@@ -16,7 +16,7 @@ import pytest
 
 import data_pipelines
 from agm_jax import methods, modulation, shapley, subsets
-from agm_jax.methods import agm, gblending, joint, opm
+from agm_jax.methods import agm, branches, gblending, joint, opm
 from agm_jax.train import loop
 from agm_jax.transforms import epoch as epoch_tx
 from agm_jax.transforms import greedy as greedy_tx
@@ -365,6 +365,37 @@ def test_agm_hands_kappa_the_floored_mono_modal_ce(tiny_run):
   assert (plain.tx_kwargs["mono_ce"] > np.log(2)).any()
   assert (floored.tx_kwargs["mono_ce"] <= np.log(2) + 1e-6).all()
   assert floored.metrics["loss"] == plain.metrics["loss"]
+
+
+@pytest.mark.parametrize("site", ["subsets_fn", "feature_step"])
+def test_noise_pads_differ_across_devices(tiny_run, site):
+  """pad="normal" under pmap: every device holds the same replicated step key, so the noise
+  pads fold in the device index (``subsets.device_key``) and example i of each device gets
+  its own; one device draws as before. A named ``vmap`` stands in for the devices."""
+  run, state, batch = tiny_run
+  ctx = dataclasses.replace(run.ctx, subsets=subsets.Settings(pad="normal"))
+  keys = jnp.stack([jax.random.PRNGKey(1)] * 2)   # replicated, as the train step's
+
+  def masked_rows(key, axis_name):
+    c = dataclasses.replace(ctx, axis_name=axis_name)
+    if site == "subsets_fn":
+      return methods.base.subsets_fn(c, state.batch_stats, batch, key)(state.params)[0][:-1]
+
+    def objective(p, feats, fuse):
+      logits, stats = fuse(feats)
+      return (shapley.cross_entropy(logits, batch["label"]).mean(),
+              branches.Objective(logits, stats, True))
+
+    metrics = branches.feature_step(c, state.params, state.batch_stats, batch, key,
+                                    objective).metrics
+    return jnp.stack([metrics[f"mono_ce/{m}"] for m in c.modalities])
+
+  folded = jax.jit(jax.vmap(lambda k: masked_rows(k, "d"), axis_name="d"))(keys)
+  assert not np.allclose(folded[0], folded[1])
+  one = jax.jit(lambda k: masked_rows(k, None))(keys[0])
+  shared = jax.jit(jax.vmap(lambda k: masked_rows(k, None)))(keys)
+  np.testing.assert_array_equal(shared[0], shared[1])
+  np.testing.assert_allclose(one, shared[0], rtol=1e-6)
 
 
 def test_every_method_is_registered():

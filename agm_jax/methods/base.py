@@ -171,11 +171,12 @@ def subsets_fn(ctx: Context, batch_stats, batch, rng, *, grad_masked: bool = Tru
   own auxiliary loss): the 2**k passes under the run's subset settings (``rng`` draws the noise
   pads and, through ``subsets.dropout_stream``, the dropout masks)."""
   dropout_key = subsets.dropout_stream(rng, ctx.axis_name)
+  pad_key = subsets.device_key(rng, ctx.axis_name)   # each device's examples their own noise
 
   def fn(p):
     v, fwd = subsets.subset_forward(
         ctx.model, p, batch_stats, inputs_of(batch), ctx.modalities, subset_bn=ctx.subsets.bn,
-        pad=ctx.subsets.pad, key=rng, grad_masked=grad_masked, fast=ctx.subsets.fast,
+        pad=ctx.subsets.pad, key=pad_key, grad_masked=grad_masked, fast=ctx.subsets.fast,
         dropout_key=dropout_key)
     # A model's own auxiliary loss joins the differentiated output: its gradient rides along
     # in every pullback (``shapley.subset_vjp``), unmodulated.

@@ -77,7 +77,7 @@ def feature_step(ctx, params, batch_stats, batch, rng, objective: Callable[..., 
       model, p0, stats, inputs, feats, ctx.modalities, train=True,
       masked_train=subsets.masked_train_mode(True, ctx.subsets.bn,
                                              stats or subsets.stochastic(model)),
-      pad=ctx.subsets.pad, key=rng, dropout_key=dropout_key)
+      pad=ctx.subsets.pad, key=subsets.device_key(rng, ctx.axis_name), dropout_key=dropout_key)
   if out.same_features:   # the training forward already ran the head on these features
     full = out.logits.astype(masked.dtype)
   else:

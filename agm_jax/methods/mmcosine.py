@@ -130,8 +130,8 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
 
   (loss, (logits, feats, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   p0, feats, logits = jax.lax.stop_gradient((params, feats, logits))
-  v = _subsets(ctx, p0, stats, batch, feats, logits, train=True, pad=ctx.subsets.pad, key=rng,
-               dropout_key=dropout_key)
+  v = _subsets(ctx, p0, stats, batch, feats, logits, train=True, pad=ctx.subsets.pad,
+               key=subsets.device_key(rng, ctx.axis_name), dropout_key=dropout_key)
   metrics = shapley_metrics(jax.lax.stop_gradient(v), loss, logits, labels, ctx.modalities)
   return StepOutput(grads, {}, stats, metrics)
 

@@ -55,7 +55,9 @@ def _inputs(ctx, batch, key):
   absent = [m for m in ctx.modalities if m != keep]
   if not absent:
     return x
-  pads = shapley.pads_for(x, absent, ctx.hp.pad, key if ctx.hp.pad != "zeros" else None)
+  noise = ctx.hp.pad != "zeros" and key is not None
+  key = subsets.device_key(key, ctx.axis_name) if noise else None
+  pads = shapley.pads_for(x, absent, ctx.hp.pad, key)   # under pmap each device's own noise
   return {k: pads.get(k, v) for k, v in x.items()}
 
 
