@@ -168,8 +168,9 @@ def get_config():
   # Greedy (model.fusion "mmtm"): re-balance for `window` steps when the conditional
   # learning speeds differ by more than `threshold`, from start_epoch on (released
   # nyukat/greedy_multimodal_learning configs/training_guided.gin:16-18:
-  # Bias_Mitigation_Strong.epsilon=0.01, curation_windowsize=5, starting_epoch=2).
-  c.greedy = ml_collections.ConfigDict(dict(threshold=0.01, window=5, start_epoch=2,
+  # Bias_Mitigation_Strong.epsilon=0.01, curation_windowsize=5, starting_epoch=2; its loop
+  # counts epochs from 1 (src/framework.py), so 2 is the second epoch: start_epoch=1 here).
+  c.greedy = ml_collections.ConfigDict(dict(threshold=0.01, window=5, start_epoch=1,
                                             end_epoch=always["end_epoch"]))
   # Greedy-util (any fusion): re-balance the least-utilised modality for `window` steps when
   # the moving average (ema) of the utilisation rates spreads by more than `threshold`

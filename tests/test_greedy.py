@@ -197,3 +197,11 @@ def test_greedy_and_mmtm_errors():
   ctx = Context(model=model, modalities=("audio", "visual"), hp=methods.hparams(method, c))
   with pytest.raises(ValueError, match="greedy_util"):
     methods.make_tx(method, ctx, optax.sgd(0.1), c)
+
+
+def test_rebalancing_unlocks_in_the_second_epoch():
+  """The released Bias_Mitigation_Strong unlocks on ``on_epoch_begin(epoch)`` with
+  ``epoch >= starting_epoch = 2``, its loop counting epochs from 1: the second epoch, which is
+  agm-jax's epoch 1."""
+  window = methods.window(methods.hparams(methods.get("greedy"), tiny_config(method="greedy")))
+  assert [window.active(e) for e in range(3)] == [False, True, True]

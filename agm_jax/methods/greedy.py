@@ -11,12 +11,13 @@ learning speed ``sum ||g||^2 / sum ||w||^2``: modality m's *main* parameters are
 and classifier (``encoders_<m>``, ``classifier_<m>``), its *bypass* parameters the MMTMs'
 ``excite_<m>`` layers and the shared ``squeeze`` layers (counted for both, as released). The
 accumulated speeds give the conditional learning speeds ``log10(bypass^m / main^m)`` and
-their difference ``d``; inside the window (``greedy.start_epoch``, the released
-``starting_epoch``) a normal step with ``|d| > greedy.threshold`` makes the next
-``greedy.window`` steps *re-balancing* steps for modality 0 if ``d > 0`` else 1. In a
-re-balancing step that modality's MMTM gates are replaced by their running averages
-(``curation_mode``): its stream trains without the cross-modal input. All parameters are
-trained in every step, with the same loss. Two modalities only.
+their difference ``d``; inside the window (``greedy.start_epoch``: the released
+``starting_epoch`` less 1, as its loop counts epochs from 1 and agm-jax from 0) a normal step
+with ``|d| > greedy.threshold`` makes the next ``greedy.window`` steps *re-balancing* steps
+for modality 0 if ``d > 0`` else 1. In a re-balancing step that modality's MMTM gates are
+replaced by their running averages (``curation_mode``): its stream trains without the
+cross-modal input. All parameters are trained in every step, with the same loss. Two
+modalities only.
 Config section ``greedy``: ``threshold``, ``window`` (steps), ``start_epoch``, ``end_epoch``.
 """
 
