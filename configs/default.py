@@ -147,16 +147,17 @@ def get_config():
   # 0.9, 1.1; AV-MNIST 1.3, 0.7; UR-Funny audio, visual, text 0.9, 1.4, 0.7; empty = all 1),
   # ratio from a window of validation mono-modal accuracies. scope "encoder" | "branch" (and
   # the sum head's classifier block: released); mono: the accuracy read, "shapley" |
-  # "unimodal" (the late head's W_m z_m + b_m: released).
+  # "unimodal" (the late head's W_m z_m + b_m: released); split: the split read after each
+  # epoch, "val" | "test" (the released CREMA-D and AV-MNIST mains: the split they report).
   c.mslr = ml_collections.ConfigDict(dict(init=(0.9, 1.1), window=5, scope="encoder",
-                                          mono="shapley", **always))
+                                          mono="shapley", split="val", **always))
   # MSES: stop a branch once epoch - best_epoch > patience (released AGM code: CREMA-D 80,
   # AV-MNIST 10, UR-Funny 30; 5 suits this 20-epoch run); smoothed = (1-weight)*previous raw
   # + weight*current. restore "model" (released: params + optimiser state of the best epoch)
-  # | "modality"; freeze "update" | "gradient" (released); scope, mono: as mslr's.
+  # | "modality"; freeze "update" | "gradient" (released); scope, mono, split: as mslr's.
   c.mses = ml_collections.ConfigDict(dict(patience=5, weight=0.4, restore="model",
                                           freeze="update", scope="encoder", mono="shapley",
-                                          **always))
+                                          split="val", **always))
   # G-Blending (Wang et al., CVPR 2020): loss weights w ∝ G/dO^2 re-estimated every
   # super_epoch epochs (paper: online G-Blend's super-epoch; 5 suits this 20-epoch run).
   # estimate "unimodal_copies" (the paper's Algorithm 2: a copy per head trained

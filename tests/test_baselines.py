@@ -193,7 +193,8 @@ def test_mses_freeze_and_window(freeze, moves):
 
 def test_mses_method_epoch_end_restores_the_train_state():
   hp = mses.hparams(dict(patience=1, weight=0.4, restore="model", freeze="update",
-                         scope="encoder", mono="shapley", start_epoch=0, end_epoch=9))
+                         scope="encoder", mono="shapley", split="val", start_epoch=0,
+                         end_epoch=9))
   ctx = base.Context(model=None, modalities=("audio", "visual"), hp=hp)
   tx = epoch_tx.mses(optax.sgd(0.1, momentum=0.9), num_modalities=2)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=_tree(), batch_stats={},
@@ -206,8 +207,8 @@ def test_mses_method_epoch_end_restores_the_train_state():
   jax.tree.map(lambda x: np.testing.assert_array_equal(x, 1.0), state.params)
   assert loop.run_finished(state)
   with pytest.raises(ValueError, match="mono 'logits' is unknown"):
-    mslr.hparams(dict(init=(), window=5, scope="encoder", mono="logits", start_epoch=0,
-                      end_epoch=1))
+    mslr.hparams(dict(init=(), window=5, scope="encoder", mono="logits", split="val",
+                      start_epoch=0, end_epoch=1))
 
 
 def test_run_ends_when_every_branch_has_stopped(tmp_path, monkeypatch):

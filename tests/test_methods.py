@@ -398,6 +398,40 @@ def test_noise_pads_differ_across_devices(tiny_run, site):
   np.testing.assert_allclose(one, shared[0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["mslr", "mses"])
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_epoch_rule_reads_the_configured_split(name, split):
+  """MSLR's accuracies and MSES's losses come from ``<name>.split``: "val" (the default) or
+  "test" (the released CREMA-D and AV-MNIST mains feed them from test_dataloader)."""
+  import flax  # noqa: PLC0415
+
+  @flax.struct.dataclass
+  class State:
+    params: dict
+    opt_state: object
+
+  method = methods.get(name)
+  hp = methods.hparams(method, tiny_config(method=name, **{f"{name}.split": split}))
+  ctx = methods.Context(model=None, modalities=("audio", "visual"), hp=hp)
+  params = {"encoders_0": {"kernel": jnp.ones(2)}, "encoders_1": {"kernel": jnp.ones(2)}}
+  state = State(params, method.make_tx(ctx, optax.sgd(0.1)).init(params))
+  asked = []
+
+  def evaluate(s):
+    asked.append(s)
+    return {"acc/audio": 0.5, "acc/visual": 0.25, "mono_ce/audio": 1.0,
+            "mono_ce/visual": 2.0}, None, None
+
+  method.epoch_end(ctx, state, 0, evaluate)
+  assert asked == [split]
+
+
+def test_epoch_rule_split_is_checked():
+  for name in ("mslr", "mses"):
+    with pytest.raises(ValueError, match=rf"{name}.split must be one of \['val', 'test'\]"):
+      methods.hparams(methods.get(name), tiny_config(**{f"{name}.split": "dep"}))
+
+
 def test_every_method_is_registered():
   for name in NEW_METHODS:
     assert name in methods.NAMES

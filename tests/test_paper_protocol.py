@@ -191,6 +191,8 @@ def test_paper_configs_carry_the_released_rules(name):
   assert c.optimizer.conditional_clip.max_norm == threshold
   assert c.competition.whitened and c.subsets.bn == "eval"
   assert tuple(c.mslr.init) == mslr_init
+  # MSLR and MSES read the split the released main evaluates, the one it reports
+  assert c.paper_statistic == f"max_{c.mslr.split}_acc" == f"max_{c.mses.split}_acc"
   for method in ("agm", "joint", "agm_1", "ogm_ge", "mslr", "mses"):
     c.method = method
     validate.validate_config(c)

@@ -20,8 +20,9 @@ keeps training. Config section ``mses``:
   modality's own parameters only; one parameter-sized snapshot).
 * ``freeze``: ``"update"`` (default: a stopped branch does not move) or ``"gradient"``
   (released: only its gradient is zeroed; momentum and weight decay still move it).
-* ``scope``, ``mono``, ``start_epoch``/``end_epoch``: as ``mslr``'s (released: ``"branch"``,
-  ``"unimodal"``; the coefficients apply inside the window only, the stopping test always).
+* ``scope``, ``mono``, ``split``, ``start_epoch``/``end_epoch``: as ``mslr``'s (released:
+  ``"branch"``, ``"unimodal"``, the split the main reports; the coefficients apply inside the
+  window only, the stopping test always).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from agm_jax.methods.base import (
   check_late_fusion,
   find_state,
   from_section,
+  one_of,
   update_state,
 )
 from agm_jax.transforms import epoch as epoch_tx
@@ -52,12 +54,14 @@ class HParams:
   freeze: str
   scope: str
   mono: str
+  split: str
   modulation: Window
 
   def __post_init__(self):
     if self.patience < 1:
       raise ValueError(f"patience must be >= 1, got {self.patience}")
     mslr.check_mono(self.mono)
+    one_of("split", self.split, mslr.SPLITS)
 
 
 def hparams(section) -> HParams:
@@ -76,7 +80,7 @@ _epoch_update = jax.jit(epoch_tx.mses_epoch_update, static_argnames=("patience",
 
 
 def epoch_end(ctx, state, epoch, evaluate):
-  metrics = evaluate("val")[0]
+  metrics = evaluate(ctx.hp.split)[0]
   loss = np.asarray([metrics[f"mono_ce/{m}"] for m in ctx.modalities], np.float32)
   mstate = find_state(state.opt_state, epoch_tx.MSESState)
   new, params, stop = _epoch_update(mstate, loss, epoch, state.params,

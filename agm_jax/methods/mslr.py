@@ -19,6 +19,9 @@ in the optimiser state. Config section ``mslr``:
   responses every method logs; ``"unimodal"``: the late head's uni-modal logits
   ``W_m z_m + b_m`` (the released baselines' ``out_a = audio_cls(a)``), which then also become
   this method's logged ``acc/<m>`` and ``mono_ce/<m>`` rows. Needs a late-fusion head.
+* ``split``: the split whose accuracies steer it after every epoch: ``"val"`` (default;
+  nothing is selected on test) or ``"test"`` (the released CREMA-D and AV-MNIST mains call
+  ``test()`` on ``test_dataloader``, the split they report; UR-Funny's reads its valid split).
 * ``start_epoch`` / ``end_epoch``: the coefficients apply inside this window only (the
   released ``modulation_starts <= epoch <= modulation_ends``); the history updates always.
 """
@@ -40,12 +43,14 @@ from agm_jax.methods.base import (
   check_late_fusion,
   from_section,
   inputs_of,
+  one_of,
   shapley_evaluate,
   update_state,
 )
 from agm_jax.transforms import epoch as epoch_tx
 
 MONO = ("shapley", "unimodal")
+SPLITS = ("val", "test")   # the split an epoch-end rule reads (MSLR, MSES)
 
 
 def check_mono(mono: str) -> str:
@@ -60,10 +65,12 @@ class HParams:
   window: int
   scope: str
   mono: str
+  split: str
   modulation: Window
 
   def __post_init__(self):
     check_mono(self.mono)
+    one_of("split", self.split, SPLITS)
 
 
 def hparams(section) -> HParams:
@@ -109,7 +116,7 @@ def mono_evaluate(ctx, params, batch_stats, batch):
 
 def epoch_end(ctx, state, epoch, evaluate):
   del epoch
-  metrics = evaluate("val")[0]
+  metrics = evaluate(ctx.hp.split)[0]
   acc = np.asarray([metrics[f"acc/{m}"] for m in ctx.modalities], np.float32)
   opt_state = update_state(state.opt_state, epoch_tx.MSLRState,
                            lambda s: epoch_tx.mslr_epoch_update(s, acc))

@@ -26,7 +26,9 @@ and the state of epoch ``b^m`` is restored; once every branch has stopped the st
 ``restore="model"`` (the released code: ``model.load_state_dict`` and
 ``optimizer.load_state_dict`` of the checkpoint saved at ``b^m``) restores every parameter and
 the wrapped optimiser's whole state (momentum, step count, hence the learning-rate schedule's
-position, and any running statistics it keeps) from ``b^m``; it keeps one snapshot of
+position, and any running statistics it keeps) from ``b^m``. The released code differs in the
+schedule: its learning rate comes back with the optimiser state, but its ``StepLR`` keeps
+counting epochs from the stop, not from ``b^m``; it keeps one snapshot of
 (params, inner optimiser state) per modality: k extra copies of both (SGD with momentum: 2k
 parameter-sized trees in memory and in every checkpoint). ``restore="modality"`` (lighter:
 one parameter-sized tree) restores only m's own parameters (``scope``). BatchNorm running
