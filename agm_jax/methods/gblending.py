@@ -10,16 +10,20 @@ passes with the cotangent of the weighted loss (``base.subset_step``). They are 
 ``1/(k+1)``, until the first estimate. ``gblending.estimate`` picks how they are estimated:
 
 * ``"unimodal_copies"`` (default; the paper's Algorithm 2, section 3.3): head m is the model
-  with the other modalities absent (the masked pass ``V[{m}]``, padded as ``subsets.pad``
-  says; GeWu-Lab BalanceBenchmark pads the absent inputs the same way), the fused head the
-  full input. At the end of every ``super_epoch``-th epoch (the ``N`` epochs just trained
-  ran on the previous weights), for each head a copy of the current model and optimiser is
-  trained on that head's loss alone for ``N`` epochs (the shuffles of the next ``N``
-  epochs); its train and dep (held-out) losses (eval mode) before and after give that head's
-  ``dO`` and ``G``, and the weights hold for the next ``N`` epochs. Cost: ``(k+1) N`` extra
-  epochs of training and ``2 (k+2)`` evaluations of train and dep per estimate; skipped after
-  the run's last epoch. Unlike Algorithm 2, the first ``N`` epochs use uniform weights (the
-  hook runs after an epoch, not before the first).
+  with the other modalities absent (the masked pass ``V[{m}]``, padded as ``subsets.pad`` says),
+  the fused head the full input. The paper's heads differ: it attaches a classifier of its own
+  to each modality's branch (its multi-task late-fusion network); agm-jax has none and uses the
+  masked pass, which adds no parameters but, with a sum head, also carries the absent
+  modalities' blocks on their padded inputs, so head m's loss reaches their encoders too.
+  GeWu-Lab BalanceBenchmark trains head m as the fusion layer's block ``W_m z_m + b/k`` and pads
+  the absent inputs (as here) only for the estimate. At the end of every ``super_epoch``-th
+  epoch (the ``N`` epochs just trained ran on the previous weights), for each head a copy of the
+  current model and optimiser is trained on that head's loss alone for ``N`` epochs (the
+  shuffles of the next ``N`` epochs); its train and dep (held-out) losses (eval mode) before and
+  after give that head's ``dO`` and ``G``, and the weights hold for the next ``N`` epochs. Cost:
+  ``(k+1) N`` extra epochs of training and ``2 (k+2)`` evaluations of train and dep per
+  estimate; skipped after the run's last epoch. Unlike Algorithm 2, the first ``N`` epochs use
+  uniform weights (the hook runs after an epoch, not before the first).
 * ``"shapley_heads"`` (a cheaper stand-in, no extra training): head m is the Shapley
   mono-modal response ``phi^m`` of the joint model (AGM eq. 1-3); every ``super_epoch``
   epochs (from epoch 0) the train and dep losses of each head and the fused output of the
