@@ -5,6 +5,7 @@ default config."""
 
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from agm_jax import methods
 from agm_jax.methods import amco, cml, inforeg, lfm, mbsd, mmcosine, pmr
-from agm_jax.models import fusion
+from agm_jax.models import encoders, fusion
 from agm_jax.train import loop
 from agm_jax.transforms import inforeg as inforeg_tx
 from agm_jax.transforms import pareto
@@ -21,6 +22,8 @@ from configs import npz_mlp
 from tests.conftest import tiny_config, write_k3_npz
 
 NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto", "lfm", "mbsd", "inforeg")
+# Settings configs/default.py does not carry yet (each run config sets them).
+NEW_KEYS = {"lfm": {"lfm.alignment": "released"}, "mbsd": {"mbsd.form": "toolkit"}}
 
 
 # --------------------------------------------------------------------------- CML
@@ -170,7 +173,7 @@ def test_amco_rules_by_hand():
 
 
 def _run_config(name):
-  c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0)
+  c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0, **NEW_KEYS.get(name, {}))
   c.model.fusion = "concat"
   c.data.synthetic_options = dict(c.data.synthetic_options, num_train=128, num_dep=64,
                                   num_test=64)
@@ -183,6 +186,9 @@ def _k3_config(name, folder):
   c.checkpoint_every_steps, c.competition.enabled = 0, False
   c.data.dir = write_k3_npz(folder)
   c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
+  for key, value in NEW_KEYS.get(name, {}).items():
+    section, field = key.split(".")
+    c[section][field] = value
   if name == "inforeg":
     c.inforeg.strength = (0.95, 0.1, 0.1)
   return c
@@ -229,10 +235,10 @@ def _formulas():
       "amco": (lambda u: (amco.shares(u), amco.unit_mask(jax.random.PRNGKey(1), 8, 0.4)),
                (uni,)),
       "mmpareto": (lambda g: pareto_tx.update(g, pareto_tx.init(None))[0], (grads,)),
-      "lfm": (lambda u: jax.grad(lambda w: lfm.loss(w[-1] + w[0], w, labels, 0.3, 0.7))(u),
-              (uni,)),
-      "mbsd": (lambda u: jax.value_and_grad(lambda w: mbsd.distillation(w, labels))(u),
-               (uni,)),
+      "lfm": (lambda u: jax.grad(lambda w: lfm.loss(w[-1] + w[0], w, labels, 0.3, 0.7,
+                                                    "released"))(u), (uni,)),
+      "mbsd": (lambda u: jax.value_and_grad(lambda w: mbsd.distillation(w, labels,
+                                                                        "toolkit"))(u), (uni,)),
       "inforeg": (lambda g: info_tx.update(jax.tree.map(lambda x: x[0], g),
                                            info_tx.init(params), params,
                                            strength=jnp.asarray([0.5, 0.1]))[0], (grads,)),
@@ -266,7 +272,7 @@ def test_one_epoch_on_the_default_config(tmp_path, name):
 @pytest.mark.parametrize("name", ["mmcosine", "amco", "mmpareto", "lfm", "mbsd", "inforeg"])
 def test_late_head_methods_reject_early_fusion(name):
   with pytest.raises(ValueError, match="supported fusions: sum, concat"):
-    loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}))
+    loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}, **NEW_KEYS.get(name, {})))
 
 
 def test_bad_settings_name_the_key():
@@ -321,9 +327,16 @@ def test_lfm_rules_by_hand():
   np.testing.assert_allclose(lfm.fitted_cls_weight(0), 0.204623704, rtol=1e-6)
   np.testing.assert_allclose(lfm.fitted_cls_weight(10), 0.2477589, rtol=1e-5)
   p, q = _logits([[0.5, 0.5]]), _logits([[0.9, 0.1]])
-  np.testing.assert_allclose(lfm.js_divergence(p, q), 0.10175, rtol=1e-3)
-  np.testing.assert_allclose(lfm.alignment(jnp.stack([p, q])), 0.10175, rtol=1e-3)
-  np.testing.assert_allclose(lfm.alignment(jnp.stack([p, p, p])), 0.0, atol=1e-7)
+  m = np.asarray([0.7, 0.3])
+  kl = lambda a, b: np.sum(a * np.log(a / b))  # noqa: E731
+  pn, qn = np.asarray([0.5, 0.5]), np.asarray([0.9, 0.1])
+  released = (kl(m, pn) + kl(m, qn)) / 2          # F.kl_div(p.log(), m) is KL(m || p)
+  js = (kl(pn, m) + kl(qn, m)) / 2
+  np.testing.assert_allclose([released, js], [0.11797, 0.10175], rtol=1e-3)
+  for kind, value in (("released", released), ("js", js)):
+    np.testing.assert_allclose(lfm.pair_alignment(p, q, kind), value, rtol=1e-5)
+    np.testing.assert_allclose(lfm.alignment(jnp.stack([p, q]), kind), value, rtol=1e-5)
+    np.testing.assert_allclose(lfm.alignment(jnp.stack([p, p, p]), kind), 0.0, atol=1e-7)
   state = lfm.LFMState(jnp.asarray(1), jnp.asarray(0.5), jnp.asarray(1e-4))
   # h = 0.5 * 10 + 0.5 * (-20) = -5: a_align 0.5 + 1e-4 * 5
   np.testing.assert_allclose(lfm.learned_update(state, 10.0, -20.0, 1).align_weight, 0.5005,
@@ -339,14 +352,55 @@ def test_mbsd_terms_by_hand():
   u_i = _logits([[0.7, 0.3], [0.2, 0.8]])
   u_j = _logits([[0.4, 0.6], [0.3, 0.7]])
   labels = jnp.asarray([0, 0])
-  w, rs, kl = mbsd.pair_terms(u_i, u_j, labels)
+  w, rs, kl = mbsd.pair_terms(u_i, u_j, labels, rs_on_probs=False)
   # example 0: i right (0.7), j wrong (0.4): w 0.3; example 1: both wrong: w 0.
   np.testing.assert_allclose(w, [0.3, 0.0], atol=1e-6)
   rs0 = np.mean([np.log(0.7 / 0.4) ** 2, np.log(0.3 / 0.6) ** 2])
   np.testing.assert_allclose(rs[0], rs0, rtol=1e-5)
   np.testing.assert_allclose(kl[0], 0.4 * (np.log(0.4) - 0.7), rtol=1e-5)
-  np.testing.assert_allclose(mbsd.distillation(jnp.stack([u_i, u_j]), labels),
-                             0.3 * (rs0 + 0.4 * (np.log(0.4) - 0.7)) / 2, rtol=1e-5)
+  pair = 0.3 * (rs0 + 0.4 * (np.log(0.4) - 0.7)) / 2
+  for form in mbsd.FORMS:                       # k = 2: the two forms agree
+    np.testing.assert_allclose(mbsd.distillation(jnp.stack([u_i, u_j]), labels, form), pair,
+                               rtol=1e-5)
+  # k = 3 (MBSD_trainer.py:197-222): the toolkit's RS on probabilities, mean over the pairs
+  _, rs_p, _ = mbsd.pair_terms(u_i, u_j, labels, rs_on_probs=True)
+  np.testing.assert_allclose(rs_p[0], np.mean([0.3**2, 0.3**2]), rtol=1e-5)
+  three = jnp.stack([u_i, u_j, u_i])            # pairs (i, j), (i, i): w 0, (j, i)
+  probs = 0.3 * (0.09 + 0.4 * (np.log(0.4) - 0.7)) / 2
+  np.testing.assert_allclose(mbsd.distillation(three, labels, "toolkit"), 2 * probs / 3,
+                             rtol=1e-5)
+  np.testing.assert_allclose(mbsd.distillation(three, labels, "logits"), 2 * pair, rtol=1e-5)
+
+
+def test_mbsd_loss_outside_the_window_is_the_fused_ce():
+  """MBSD_trainer.py:226-228: outside the window only the fused cross-entropy."""
+  uni = jnp.stack([_logits([[0.7, 0.3]]), _logits([[0.4, 0.6]])])
+  fused, labels = _logits([[0.6, 0.4]]), jnp.asarray([0])
+  ce, own = -np.log(0.6), -np.log(0.7) - np.log(0.4)
+  np.testing.assert_allclose(mbsd.loss(fused, uni, labels, False, "toolkit"), ce, rtol=1e-5)
+  inside = ce + own + float(mbsd.distillation(uni, labels, "toolkit"))
+  np.testing.assert_allclose(mbsd.loss(fused, uni, labels, True, "toolkit"), inside, rtol=1e-5)
+
+
+class _NamedAfter(nn.Module):
+  """Its first layer's name sorts after its second's."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    del train
+    return nn.Dense(2, name="a_second")(nn.Dense(3, name="z_first")(x))
+
+
+def test_lfm_first_param_is_the_first_created():
+  """PyTorch's model.parameters()[0] (Crema_epoch_learnable.py:87): the first created, not
+  the first in sorted order; on a ResNet the stem kernel."""
+  x = jnp.zeros((1, 4))
+  assert lfm.first_param_path(_NamedAfter(), x) == ("z_first", "kernel")
+  sorted_first = jax.tree_util.tree_flatten_with_path(_NamedAfter().init(jax.random.PRNGKey(0),
+                                                                         x, False))[0][0][0]
+  assert sorted_first[1].key == "a_second"
+  resnet = encoders.ResNet18(width=2, stage_sizes=(1,))
+  assert lfm.first_param_path(resnet, jnp.zeros((1, 8, 8, 1))) == ("stem_conv", "kernel")
 
 
 def test_inforeg_rules_by_hand():

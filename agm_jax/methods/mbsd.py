@@ -8,21 +8,33 @@ original paper the toolkit implements under this name; no code other than the to
 found. What follows is the toolkit's trainer, with its two questionable steps named.
 
 With ``u_m`` the late head's uni-modal logits and ``p_m = softmax(u_m)``, for every pair of
-modalities ``(i, j)`` and example ``b``:
+modalities ``(i, j)`` and example ``b`` (``MBSD_trainer.py:129-224``):
 
 * ``w_b = |p_i[y] - p_j[y]|`` when at least one of the two predicts ``y``, else 0 (a weight:
   no gradient flows through it here; the toolkit builds it from the probabilities in place,
   which lets gradient through);
-* ``RS_b = mean_c (u_i - u_j)^2`` (the logits pulled together);
+* ``RS_b = mean_c (u_i - u_j)^2`` (the logits pulled together), or ``mean_c (p_i -
+  p_j)^2`` on the probabilities (``form`` below);
 * ``KL_b = p_w (log p_w - p_s)`` with ``p_s``, ``p_w`` the larger and the smaller of
   ``p_i[y]``, ``p_j[y]`` (the toolkit's ``F.kl_div(ps, pw)``, which takes ``ps`` as a
   log-probability: the distillation of the weaker modality's confidence towards the
   stronger one's, as written there).
 
-``L = CE(fused) + sum_m CE(u_m) + sum_pairs mean_b w_b (RS_b + KL_b)`` inside the window;
-outside it ``L = CE(fused) + sum_m CE(u_m)`` (the toolkit's). The toolkit writes the k = 2 and
-k = 3 cases out by hand; here any k >= 2 (every pair). Needs a late-fusion head. Config
-section ``mbsd``: ``start_epoch``, ``end_epoch``.
+``L = CE(fused) + sum_m CE(u_m) + D`` inside the window (``:159``, ``:224``); outside it the
+fused cross-entropy alone, ``L = CE(fused)`` (``total_loss = loss['out']``, ``:226-228``).
+
+The toolkit writes the k = 2 and k = 3 cases out by hand, and they differ; ``form`` picks:
+
+* ``"toolkit"``: as written there. k = 2: ``RS`` on the logits (``:132``), ``D = mean_b
+  w_b (RS_b + KL_b)`` of the one pair. k = 3: ``RS`` on the probabilities, ``mean_c (p_i -
+  p_j)^2`` (``:197-199``), and ``D`` the mean over the three pairs (``:214``, ``:222``). For
+  k > 3 (the toolkit's k = 3 branch would read only the first three modalities) the k = 3
+  form over every pair.
+* ``"logits"``: the k = 2 form for any k: ``RS`` on the logits and ``D`` the sum over the
+  pairs (agm-jax's reading before ``form`` existed).
+
+The two agree for k = 2. Any k >= 2; needs a late-fusion head. Config section ``mbsd``:
+``form``, ``start_epoch``, ``end_epoch``.
 """
 
 from __future__ import annotations
@@ -42,12 +54,19 @@ from agm_jax.methods.base import (
   check_late_fusion,
   default_tx,
   from_section,
+  one_of,
 )
+
+FORMS = ("toolkit", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
+  form: str
   window: Window
+
+  def __post_init__(self):
+    one_of("form", self.form, FORMS)
 
 
 def hparams(section) -> HParams:
@@ -59,8 +78,9 @@ def make_tx(ctx, base):
   return default_tx(ctx, base)
 
 
-def pair_terms(u_i, u_j, labels) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """``(w, RS, KL)`` per example of one modality pair (see the module docstring)."""
+def pair_terms(u_i, u_j, labels, rs_on_probs: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(w, RS, KL)`` per example of one modality pair (see the module docstring); ``RS`` on
+  the probabilities if ``rs_on_probs``, else on the logits."""
   p_i = jax.nn.softmax(u_i.astype(jnp.float32), -1)
   p_j = jax.nn.softmax(u_j.astype(jnp.float32), -1)
   y_i = jnp.take_along_axis(p_i, labels[:, None], -1)[:, 0]
@@ -68,18 +88,33 @@ def pair_terms(u_i, u_j, labels) -> tuple[jax.Array, jax.Array, jax.Array]:
   right = (jnp.argmax(u_i, -1) == labels) | (jnp.argmax(u_j, -1) == labels)
   strong, weak = jnp.maximum(y_i, y_j), jnp.minimum(y_i, y_j)
   w = jax.lax.stop_gradient(jnp.where(right, strong - weak, 0.0))
-  rs = jnp.mean(jnp.square(u_i.astype(jnp.float32) - u_j.astype(jnp.float32)), -1)
+  a, b = (p_i, p_j) if rs_on_probs else (u_i.astype(jnp.float32), u_j.astype(jnp.float32))
+  rs = jnp.mean(jnp.square(a - b), -1)
   kl = weak * (jnp.log(jnp.maximum(weak, 1e-30)) - strong)
   return w, rs, kl
 
 
-def distillation(unimodal: jax.Array, labels: jax.Array) -> jax.Array:
-  """``sum_pairs mean_b w_b (RS_b + KL_b)`` of ``(k, B, K)`` uni-modal logits."""
+def distillation(unimodal: jax.Array, labels: jax.Array, form: str) -> jax.Array:
+  """``D`` of ``(k, B, K)`` uni-modal logits: ``mean_b w_b (RS_b + KL_b)`` over the pairs,
+  summed ("logits") or, as the toolkit, averaged with ``RS`` on the probabilities for k > 2
+  ("toolkit")."""
+  one_of("form", form, FORMS)
+  k = unimodal.shape[0]
+  toolkit = form == "toolkit"
+  pairs = list(itertools.combinations(range(k), 2))
   total = jnp.zeros((), jnp.float32)
-  for i, j in itertools.combinations(range(unimodal.shape[0]), 2):
-    w, rs, kl = pair_terms(unimodal[i], unimodal[j], labels)
+  for i, j in pairs:
+    w, rs, kl = pair_terms(unimodal[i], unimodal[j], labels, rs_on_probs=toolkit and k > 2)
     total = total + jnp.mean(w * (rs + kl))
-  return total
+  return total / len(pairs) if toolkit else total
+
+
+def loss(logits, unimodal, labels, active, form: str) -> jax.Array:
+  """``CE(fused) + sum_m CE(u_m) + D`` inside the window, ``CE(fused)`` outside
+  (``MBSD_trainer.py:159``, ``:224``, ``:226-228``)."""
+  ce = shapley.cross_entropy(logits, labels).mean()
+  own = shapley.cross_entropy(unimodal, labels[None]).mean(-1).sum()
+  return ce + jnp.where(active, own + distillation(unimodal, labels, form), 0.0)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
@@ -89,10 +124,8 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   def objective(p, feats, fuse):
     logits, stats = fuse(feats)
     uni = ctx.model.apply({"params": p}, feats, method="unimodal_logits")
-    ce = shapley.cross_entropy(logits, labels).mean()
-    own = shapley.cross_entropy(uni, labels[None]).mean(-1).sum()
-    reg = jnp.where(active, distillation(uni, labels), 0.0)
-    return ce + own + reg, branches.Objective(logits, stats, True)
+    total = loss(logits, uni, labels, active, ctx.hp.form)
+    return total, branches.Objective(logits, stats, True)
 
   out = branches.feature_step(ctx, params, batch_stats, batch, rng, objective)
   return StepOutput(out.grads, {}, out.batch_stats, out.metrics)
