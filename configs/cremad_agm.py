@@ -30,9 +30,10 @@ the released AGM code, lihong2303/AGM_ICCV2023):
   one ``--alpha`` to every method and the baseline's value is not published;
 * MSLR initial coefficients audio 0.9, visual 1.1 — ``run/CREMAD_main.py``; MSES patience 80 —
   same file (``epoch - best > 80``);
-* PMR alpha 3.0, momentum 0.0 — PMR's README CREMA-D command; MMCosine scaling 10 — its
-  README CREMA-D command; Re-learning 3, 20, 3 — its ``code/script/ours.sh`` (the other
-  methods' authors publish no CREMA-D value);
+* PMR alpha 3.0, momentum 0.0, window epochs 0-100 — PMR's ``bash.sh:58`` (CREMA-D, film
+  fusion, default SGD; ``bash.sh:170``, gated, the same alpha ending at 70; its README has no
+  command); MMCosine scaling 10 — its README CREMA-D command; Re-learning 3, 20, 3 — its
+  ``code/script/ours.sh`` (the other methods' authors publish no CREMA-D value);
 * one frame per clip, as agm-jax's CREMA-D pipeline; the released loader's frame sampling is
   described in docs/REPRODUCE.md.
 """
@@ -65,11 +66,19 @@ def get_config():
   paper.late_heads(c)
   paper.released_rules(c, early=False)
   paper.released_baselines(c, mslr_init=(0.9, 1.1), mses_patience=80, ogm_alpha=0.8)
-  # The other balancing methods' CREMA-D values where their authors publish one: PMR's README
-  # command (fanyunfeng-bit/Modal-Imbalance-PMR: --alpha 3.0 --momentum_coef 0.0); MMCosine's
-  # README command (GeWu-Lab/MMCosine_ICASSP23: --scaling 10, the default section's).
+  # The other balancing methods' CREMA-D values where their authors publish one. PMR: its
+  # README gives no command; fanyunfeng-bit/Modal-Imbalance-PMR bash.sh:58 runs
+  # main_Prototype_grad.py on CREMA-D with film fusion and the default SGD (momentum 0.9,
+  # weight decay 1e-4), --alpha 3.0 --momentum_coef 0.0 --modulation_starts 0
+  # --modulation_ends 100 (epochs counted from 0, inclusive: start_epoch 0, end_epoch 100, the
+  # whole of this 100-epoch run); bash.sh:170 (gated fusion) has the same alpha and momentum
+  # with --modulation_ends 70. No PMR command uses this config's sum head with alpha 3.0
+  # (bash.sh:130, sum: alpha 5.0). MMCosine's README command (GeWu-Lab/MMCosine_ICASSP23:
+  # --scaling 10, the default section's).
   c.pmr.alpha = 3.0
   c.pmr.momentum = 0.0
+  c.pmr.start_epoch = 0
+  c.pmr.end_epoch = 100
   # Diagnosing & Re-learning's CREMA-D command (GeWu-Lab/Diagnosing_Relearning_ECCV2024
   # code/script/ours.sh: --move_lambda 3 --reinit_epoch 20 --reinit_num 3).
   c.relearning.move_lambda = 3.0

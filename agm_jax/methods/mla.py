@@ -1,4 +1,4 @@
-"""MLA: Multimodal Learning with Alternating unimodal adaptation (Zhang, Latham, Yao,
+"""MLA: Multimodal Learning with Alternating unimodal adaptation (Zhang, Yoon, Bansal, Yao,
 "Multimodal Representation Learning by Alternating Unimodal Adaptation", CVPR 2024; authors'
 code Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation ``main.py``,
 ``utils/utils.py`` (``GSPlugin``); BalanceBenchmark ``balancemm/trainer/MLA_trainer.py``).
@@ -12,9 +12,15 @@ and the learning-rate schedule counts batches. ``"step"``: one modality per batc
 modality sees 1/k of the batches; the reading of this library before 2026-11-24).
 ``untrained="skip"`` (default): the modalities not trained by a step are left alone — no
 update, no momentum, no weight decay (``transforms.untrained.skip_untrained``; PyTorch's step
-on parameters whose ``.grad`` is None, what ``optimizer.zero_grad()`` leaves since PyTorch
-2.0); ``"zero"``: they get a zero gradient, so momentum and weight decay still move them
-(``zero_grad(set_to_none=False)``, PyTorch before 2.0; optax's natural behaviour).
+skips parameters whose ``.grad`` is None); ``"zero"``: they get a zero gradient, so momentum
+and weight decay still move them (optax's natural behaviour). Neither reproduces the authors'
+code exactly: it pins ``torch==1.8.1`` (``requirements.txt``), whose ``optimizer.zero_grad()``
+after each modality's step (``main.py:440``, ``:452``) zeroes the gradients in place (not to
+None), and it deletes every ``.grad`` at the end of each batch (``main.py:468-470``). Within a
+batch a modality trained earlier then has a zero gradient during the later modalities' steps
+(SGD momentum 0.9 and weight decay 1e-4, ``main.py:749``, move it: ``"zero"``), while one not
+yet trained has None and is skipped (``"skip"``); the audio encoder is moved by the visual
+step, never the reverse (three modalities: audio by two later steps, visual by one).
 The head is the late-fusion head's linear layer with its per-modality blocks tied into one:
 ``model.fusion`` "concat" (``W`` the kernel's block of every modality, one bias) or "sum" (every
 ``classifier_m`` the same Dense); every modality's features must have the same size.
@@ -30,21 +36,33 @@ the mean ``r`` of this step's features (no gradient) by recursive least squares:
     grad_W <- grad_W + grad_W P   (``"add"``: BalanceBenchmark's trainer)
 
 (PyTorch's ``(K, D)`` weight; on Flax's ``(D, K)`` kernel this is ``P @ grad``), skipped at the
-run's first step (the code's ``exp_count == 0``); ``alpha = 0.1 ** (1 + j / n)`` with ``j`` the
+run's first step (the code's ``exp_count == 0``). The denominator here is the scalar
+``alpha + r^T P r`` of recursive least squares, the update of the orthogonal weight
+modification (Zeng et al.) the paper adopts. Both codes write it ``torch.mm(k, r)`` (authors'
+``utils/utils.py:36``, BalanceBenchmark ``MLA_trainer.py:48``) with ``k`` a ``(D, 1)`` column and
+``r`` a ``(1, D)`` row: an outer product, so their ``P`` loses ``k_i k_j / (alpha + k_i r_j)``
+entry by entry (and is no longer symmetric; they apply ``grad P^T``). In the authors' code the
+line never runs (the name match below); in BalanceBenchmark it does, so its projector differs
+from this one. ``alpha = 0.1 ** (1 + j / n)`` with ``j`` the
 step's batch index in its epoch and ``n`` the steps per epoch (the code's ``lamda``; from
 ``ctx.steps_per_epoch``; a context without it, e.g. a loop of your own, records ``n`` after the
 first epoch and uses ``alpha = 0.1`` until then; with ``"batch"`` all k steps of a batch share
 its ``j``, as in the authors' loop). The bias's gradient is not modified.
-Note: the authors' GSPlugin matches the parameter name ``"module.weight"``, which a plain
-``nn.Linear`` does not have, so their released projection may never run; BalanceBenchmark
-matches ``"weight"``.
+Note: the authors' GSPlugin matches the parameter name ``"module.weight"``, which the plain
+``nn.Linear`` it is given (``fusion_module.fc_out``, ``main.py:437``) does not have, so their
+released projection never runs; BalanceBenchmark matches ``"weight"``.
 
 Test-time fusion (``Method.evaluate``): ``fused = sum_m lambda_m (W f_m + b)`` with
 ``lambda_m = exp(max_j H_j - H_m) / sum_j exp(max_j H_j - H_j)`` and ``H_m`` the entropy of
 ``softmax(W f_m + b)``: per example over the classes (``fusion="entropy"``, the paper), or, as
 the authors' ``calculate_entropy``, one entropy per modality and eval batch of the softmax over
 the batch axis (``"entropy_batch"``: results depend on the batch composition, including the
-trainer's padding of the last eval batch); ``"equal"``: ``lambda_m = 1/k``. ``acc/<m>`` and
+trainer's padding of the last eval batch); ``"equal"``: ``lambda_m = 1/k``. The authors'
+README "MLA (fixed fusion)" command (no ``--dynamic``) fuses with fixed unequal weights instead:
+``0.55 out_a + 0.45 out_v`` (``main.py:651`` with ``av_alpha`` from ``main(av_alpha = 0.55)``,
+``:968``; the ``--av_alpha`` option, 0.5, is not what training-time evaluation reads), and
+``0.35 out_a + 0.25 out_v + 0.4 out_t`` for three modalities (``main.py:649``, ``--a_alpha``,
+``--v_alpha``, ``--t_alpha``, ``:56-58``); ``"equal"`` is not that reading. ``acc/<m>`` and
 ``mono_ce/<m>`` are those of ``W f_m + b`` (each modality through the shared head).
 
 State (optimiser state, :class:`MLAState` in a ``carry`` transform): the optimiser-step count,
@@ -177,7 +195,8 @@ def owm_alpha(count, epoch_len) -> jax.Array:
 
 
 def update_projector(p, r, alpha, *, normalize: bool):
-  """One recursive-least-squares step of ``P`` with the mean feature ``r`` (D,)."""
+  """One recursive-least-squares step of ``P`` with the mean feature ``r`` (D,), with the
+  scalar denominator ``alpha + r^T P r`` (both codes: an outer product; module docstring)."""
   kv = p @ r
   p = p - jnp.outer(kv, kv) / (alpha + r @ kv)
   return p / jnp.linalg.norm(p) if normalize else p

@@ -1,6 +1,6 @@
-"""MMCosine: multi-modal cosine loss (Xu, Wei, Tan, Cai, Zhang, Hu, "MMCosine: Multi-Modal
-Cosine Loss Towards Balanced Audio-Visual Fine-Grained Learning", ICASSP 2023; authors' code
-GeWu-Lab/MMCosine_ICASSP23 ``main_CD.py``; BalanceBenchmark
+"""MMCosine: multi-modal cosine loss (Xu, Feng, Zhang, Hu, "MMCosine: Multi-Modal Cosine Loss
+Towards Balanced Audio-Visual Fine-Grained Learning", ICASSP 2023, arXiv 2303.05338; authors'
+code GeWu-Lab/MMCosine_ICASSP23 ``main_CD.py``; BalanceBenchmark
 ``balancemm/trainer/MMCosine_trainer.py``).
 
 Each modality's logits are a scaled cosine similarity between its L2-normalised features and
@@ -9,7 +9,8 @@ fused logits their sum::
 
     logits_m = s * (z_m / ||z_m||) @ (W_m / ||W_m||_col),    logits = sum_m logits_m
 
-trained with the cross-entropy of ``logits``; the same logits at evaluation. ``W_m`` (D_m, K)
+trained with the cross-entropy of ``logits``, and scored with the same logits at evaluation
+(agm-jax and BalanceBenchmark, ``MMCosine_trainer.py:225-233``). ``W_m`` (D_m, K)
 is the late head's weight block of modality m, read through the model's own uni-modal logits
 (``W_m z + b_m`` is linear in ``z``: the head applied to the identity minus the head applied
 to zero), so the method needs a late-fusion head (sum or concat) and no change to the model.
@@ -17,6 +18,16 @@ The train and eval lines' subset logits ``V[S]`` (``acc/<m>``, ``subset_acc/…`
 of the same cosine head with every absent modality's encoder run on its pad, as the run's
 ``subsets`` settings say (``subsets.masked_logits`` with the method's head), so they mean
 what every other method's mean. Any k >= 2.
+
+The authors' evaluation differs: their ``valid()`` (``main_CD.py:181-196``) computes the cosine
+logits only for the uni-modal accuracies (``:185-189``) and scores the fused prediction with
+the model's own output ``out`` (``:181``, ``:196``), for the default concat head the plain
+linear layer ``W [z_a; z_v] + b`` on the unnormalised features and weights. Its bias never
+trains (the training loss, ``:113-118``, ``:141``, reads only the weight: the bias gets no
+gradient, so SGD leaves it at its initial value). The class ranking of ``W [z_a; z_v] + b``
+is not that of the cosine logits (feature and class-weight norms differ per example and
+class), so the fused accuracies can differ; agm-jax uses the cosine logits, the classifier
+the method trains.
 
 Not reproduced: the NCE term of the authors' supplementary material (``--lam``, off by
 default there).

@@ -1,6 +1,7 @@
-"""PMR: Prototypical Modal Rebalance (Fan, Xu, Wu, Zheng, Tao, "PMR: Prototypical Modal
-Rebalance for Multimodal Learning", CVPR 2023; authors' code fanyunfeng-bit/Modal-Imbalance-PMR
-``main_Prototype_grad.py``; BalanceBenchmark ``balancemm/trainer/PMR_trainer.py``).
+"""PMR: Prototypical Modal Rebalance (Fan, Xu, Wang, Wang, Guo, "PMR: Prototypical Modal
+Rebalance for Multimodal Learning", CVPR 2023, arXiv 2211.07089; authors' code
+fanyunfeng-bit/Modal-Imbalance-PMR ``main_Prototype_grad.py``; BalanceBenchmark
+``balancemm/trainer/PMR_trainer.py``).
 
 Each modality m has one prototype per class, ``c^m_y`` (the class mean of m's encoder
 features), and from it a non-parametric classifier: ``s^m_i = softmax_y(-||z^m_i - c^m_y||)``
@@ -16,6 +17,15 @@ authors' code: for two modalities, PCE on audio when ``score_a / score_v < 1``, 
 The PCE gradient reaches only modality m's encoder (the prototypes carry none). Inside the
 window only (``start_epoch``/``end_epoch``); outside it the loss is the plain CE. Any fusion
 of a separable model (per-modality encoders), any k >= 2.
+
+The window: the authors' ``main_Prototype_grad.py:47-48`` defaults ``--modulation_starts 0
+--modulation_ends 100``, and ``:156`` applies PCE when ``modulation_starts <= epoch <=
+modulation_ends`` with ``epoch`` from ``range(args.epochs)`` (``:541``), i.e. counted from 0
+and inclusive, as agm-jax's :class:`Window`: the default is ``start_epoch=0, end_epoch=100``
+(epochs 0 … 100, the plain CE from epoch 101). Their ``bash.sh`` ``main_Prototype_grad.py``
+commands end at 100 (lines 58, 130), 70 (lines 134-173, 217-240) or 60 (CG-MNIST, 185-187);
+BalanceBenchmark's ``trainer_config.yaml`` at 80 (``modulation_ends``, compared the same way,
+``PMR_trainer.py:131``).
 
 Prototypes (in the optimiser state, :class:`PMRState`, checkpointed): the code recomputes them
 after every epoch from the first tenth of the training batches in eval mode, and mixes them
@@ -35,8 +45,8 @@ BalanceBenchmark has it. ``entropy_weight > 0`` adds ``-entropy_weight * mean_i 
 
 Config section ``pmr``: ``alpha`` (1.0, the code's default; BalanceBenchmark 0.6),
 ``momentum`` (0.2, the code's ``momentum_coef``; BalanceBenchmark 0.5), ``entropy_weight``
-(0.0), ``entropy_epochs``, ``start_epoch``, ``end_epoch``. The state logs ``coeff/<m>``, the
-PCE weight of each modality at the last step.
+(0.0), ``entropy_epochs``, ``start_epoch`` (0), ``end_epoch`` (100: the code's default,
+above). The state logs ``coeff/<m>``, the PCE weight of each modality at the last step.
 """
 
 from __future__ import annotations

@@ -3,8 +3,19 @@ Reconcilement", ICML 2024; authors' code huacong/ReconBoost ``train.py``, ``sche
 ``models/dynamic_net.py``; BalanceBenchmark ``balancemm/trainer/ReconBoost_trainer.py``).
 
 The model is an ensemble of one learner per modality: learner m's logits are the late head's
-uni-modal logits ``u_m = W_m f_m + b/k`` (encoder m and its block of the last linear layer),
-the ensemble ``F = sum_m u_m`` (= the fused logits of a sum or concat head). Training goes in
+uni-modal logits ``u_m`` (encoder m and its own block of the last linear layer: ``W_m f_m +
+b/k`` of a concat head, ``W_m f_m + b_m`` of a sum head), the ensemble ``F = sum_m u_m`` (= the
+fused logits of the head). The authors' learners instead share one head: with
+``common_space`` (``train.py:61``, default True) every learner's classifier is replaced by the
+ensemble's ``head`` (``train.py:287-288``: ``model.fc = net_ensemble.head``), a two-layer MLP
+``Linear(512, 256) -> ReLU -> Linear(256, K)`` (``models/dynamic_net.py:5-15``, ``:42``), and
+the ensemble is ``boost_rate * sum_m head(f_m)`` (``dynamic_net.py:135``, ``:170``). So their
+learners map every modality's features through one nonlinear classifier (equal feature
+widths), and a boosting phase, which trains ``model.parameters()`` with that head in it
+(``train.py:296``), moves every other learner's logits too (including ``F_{-m}`` of the next
+batches); here the boosting loss reaches only ``W_m`` and learner m's bias term, so the other
+learners' logits move only through a concat head's shared ``b`` (by the same amount for every
+learner) and weight decay (below). Training goes in
 stages; stage ``s`` picks modality ``m = s mod k`` (the authors' fixed round-robin
 ``schedule_model``) and runs two phases:
 
@@ -25,7 +36,9 @@ stages; stage ``s`` picks modality ``m = s mod k`` (the authors' fixed round-rob
    the default); ``True`` lets its gradient reach learner m (the paper's reading). The other
    modalities' encoders do not move during the phase (their updates are zeroed after the
    optimiser: no momentum remainder, no weight decay; the authors build a fresh optimiser per
-   phase); the head is updated, as the authors' shared head (``common_space``) is.
+   phase). The head's parameters are not frozen: learner m's block and bias get the boosting
+   gradient; the other learners' blocks (and a sum head's other biases) get none, but the
+   optimiser's weight decay (if any) still shrinks them.
    With ``reset_optimizer`` (default, the authors' fresh SGD per phase) the base optimiser's
    floating-point buffers (momentum) are zeroed when a phase ends; step counts and the
    learning-rate schedule carry on (False: BalanceBenchmark's one optimiser throughout).

@@ -1,4 +1,4 @@
-"""Diagnosing and Re-learning (Wei, Li, Hu, "Diagnosing and Re-learning for Balanced
+"""Diagnosing and Re-learning (Wei, Li, Feng, Hu, "Diagnosing and Re-learning for Balanced
 Multimodal Learning", ECCV 2024; authors' code GeWu-Lab/Diagnosing_Relearning_ECCV2024
 ``code/ours.py``, ``code/script/ours.sh``; BalanceBenchmark
 ``balancemm/trainer/ReLearning_trainer.py``).
@@ -25,8 +25,11 @@ live in the optimiser state (:class:`RelearnState`), so a resumed run re-initial
 as an uninterrupted one. The method's evaluation reports, as ``z``, the concatenated encoder
 features (the late heads' ``z``), which the diagnosis splits per modality. Any fusion of a
 separable model; any k >= 2. Config section ``relearning``: ``move_lambda`` (3),
-``reinit_epoch`` (20), ``reinit_num`` (3): ``code/script/ours.sh`` for CREMA-D
-(BalanceBenchmark: 3, 15, 2). The state logs ``reinit_weight/<m>`` (the last weights).
+``reinit_epoch``, ``reinit_num`` (3). The authors' values are 3, 20, 3 (``code/ours.py:53-56``
+defaults and ``code/script/ours.sh`` for CREMA-D, which configs/cremad_agm.py uses;
+BalanceBenchmark: 3, 15, 2). The library default ``reinit_epoch`` is 5 (configs/default.py):
+its default run has 20 epochs (0 … 19), in which a period of 20 would never re-learn; 5
+re-learns after epochs 5, 10 and 15. The state logs ``reinit_weight/<m>`` (the last weights).
 """
 
 from __future__ import annotations

@@ -23,7 +23,13 @@ present (the others zeroed):
 
 * ``level="sample"``: example i gets ``c_i^m`` copies with only modality m present: 3 when
   ``phi_i^m < -0.1``, 2 when ``-0.1 < phi_i^m < 0.4``, 1 when ``0.4 < phi_i^m < u``, none
-  otherwise; ``u`` = 0.9 (authors) or 1 (toolkit) (:func:`sample_copies`);
+  otherwise (:func:`sample_copies`). ``u`` is 1 in the authors' code at HEAD
+  (``code/datasets/dataloader.py:156``, ``:172``, since commit d08ff20) and in the toolkit;
+  the file as first committed (077648e) had 0.9, which ``variant="authors"`` keeps. The two
+  give the same copies wherever no ``phi`` lies in ``[0.9, 1)``: always at k = 2 (Shapley
+  values of an integer benefit are multiples of 1/2; the authors': -0.5, 0, 0.5, 1, 1.5), k = 3
+  (multiples of 1/6, none between 5/6 and 1); from k = 4 (multiples of 1/12: 11/12) an
+  example can get one copy at HEAD and none here;
 * ``level="modality"``: from the mean contributions ``phi^m`` over a ``part_ratio`` draw of the
   training examples, ``gap_m = 1 - phi^m`` and ``d = alpha (2/3) sum_{m<n} |gap_m - gap_n| /
   (k - 1)`` (authors; at k = 2 their ``alpha (2/3) |gap_a - gap_v|``): ``d N`` random examples
@@ -39,21 +45,38 @@ is the subset pass V[S] the step computes anyway, weighted by its count ``W[S, i
     L = (sum_i CE(V[full]_i) + sum_{S,i} W[S, i] CE(V[S]_i)) / (B + sum W)
 
 (the denominator summed over devices), the expected loss of an epoch over the enlarged set.
+A copy here is the masked pass V[S]: each absent modality's INPUT is replaced by its pad
+(zeros) and its encoder run on it, in eval mode under ``subsets.bn="eval"`` (the default),
+with the present modalities' eval-mode features. BalanceBenchmark zeroes the input too
+(``models/avclassify_model.py:267-269`` when valuing, ``datasets/__init__.py:68-105`` for the
+copies, which run in train mode with the batch). The authors' code instead zeroes the absent
+modality's FEATURES after the encoder (``code/models/models.py:62-68`` for the training copies,
+in train mode with the rest of the batch; ``exec_drop`` ``:74-83`` when valuing). So here
+``enc_m(0)``, not 0, stands for an absent modality (its head term, e.g. ``W_m enc_m(0)``, is in
+every copy's logits), and the absent encoder gets gradient from the copies through
+``enc_m(0)``; in the authors' code the zeroed rows give it none (their BatchNorm statistics
+include the copies' full inputs).
 ``level="sample"`` values each example when it is trained (train mode, current parameters)
 where both codes value the whole set once per epoch in eval mode (the toolkit's
 ``Calculate_Shapley_Sample`` never clears its cache, so every batch reuses the first batch's
 subset predictions; here each batch has its own); ``level="modality"`` uses
 the previous epoch's mean ``phi^m`` over a Bernoulli(``part_ratio``) draw of its examples,
 kept in the optimiser state (:class:`SampleState`; before the first epoch ends the running
-mean so far), ``W[S, i]`` the expected copies ``d`` of every example. Inside the window only
-(``start_epoch`` 1: the toolkit's ``modulation_starts``); outside it the plain cross-entropy
-(the contributions still accumulate). Any fusion, any k >= 2.
+mean so far), ``W[S, i]`` the expected copies ``d`` of every example. Inside the window only;
+outside it the plain cross-entropy (the contributions still accumulate). Any fusion, any
+k >= 2. The window's start differs between the codes (epochs counted from 0 in both): the
+authors' ``--warmup 5`` (``code/sample_level.py:44``, ``code/modality_level.py:50``) trains
+epochs 0-4 plain and values after epoch 4, so epoch 5 is the first re-sampled
+(``sample_level.py:321-331``: ``start_epoch=5`` here); BalanceBenchmark's
+``modulation_starts: 1`` (``configs/trainer_config.yaml``; ``Sample_trainer.py:78`` trains
+epoch 0 plain) makes epoch 1 the first (``start_epoch=1``, the default here).
 
 Config section ``sample``: ``level`` (``"modality"``: BalanceBenchmark's configured method),
 ``variant``, ``alpha`` (1: the authors' default; the toolkit configures 0.5 and never reads
-it), ``part_ratio`` (0.2), ``start_epoch``, ``end_epoch``. The train lines log ``phi/<m>`` (the
-batch's mean contribution), ``contribution/<m>`` (the last finished epoch's mean; 0 before
-the first epoch ends), ``copies`` (extra copies per example) and ``resampled_loss``.
+it), ``part_ratio`` (0.2), ``start_epoch`` (1: the toolkit's; the authors' 5, above),
+``end_epoch``. The train lines log ``phi/<m>`` (the batch's mean contribution),
+``contribution/<m>`` (the last finished epoch's mean; 0 before the first epoch ends),
+``copies`` (extra copies per example) and ``resampled_loss``.
 """
 
 from __future__ import annotations
@@ -81,7 +104,8 @@ from agm_jax.transforms import carry as carry_tx
 LEVELS = ("sample", "modality")
 VARIANTS = ("authors", "toolkit")
 # The copy thresholds: (upper bound of the open interval, copies), lowest first; the last
-# bound is the authors' 0.9 or the toolkit's 1.
+# bound is the authors' earlier 0.9 (their HEAD has 1, as the toolkit; the module
+# docstring says when the two differ) or the toolkit's 1.
 THRESHOLDS = {"authors": ((-0.1, 3), (0.4, 2), (0.9, 1)),
               "toolkit": ((-0.1, 3), (0.4, 2), (1.0, 1))}
 
