@@ -181,9 +181,11 @@ def get_config():
   # authors' main_Prototype_grad.py default; BalanceBenchmark 0.6), momentum the prototypes'
   # (0.2: the authors' momentum_coef default; BalanceBenchmark 0.5); entropy_weight > 0 adds
   # the paper's early-training entropy regulariser on the dominant modality for the first
-  # entropy_epochs epochs (not in either code: 0 = off).
+  # entropy_epochs epochs (not in either code: 0 = off); window epochs 0-100 (the authors'
+  # --modulation_starts 0 --modulation_ends 100 defaults, main_Prototype_grad.py:47-48, epochs
+  # from 0 with the end inclusive, :156; BalanceBenchmark ends at 80).
   c.pmr = ml_collections.ConfigDict(dict(alpha=1.0, momentum=0.2, entropy_weight=0.0,
-                                         entropy_epochs=5, **always))
+                                         entropy_epochs=5, start_epoch=0, end_epoch=100))
   # MMCosine (Xu et al., ICASSP 2023): the cosine logits' scale (10: the authors' --scaling
   # default and README command; BalanceBenchmark 15). Needs a late-fusion head.
   c.mmcosine = ml_collections.ConfigDict(dict(scaling=10.0))
@@ -232,11 +234,13 @@ def get_config():
   # MLA (Zhang et al., CVPR 2024): one modality per optimiser step through the late head tied
   # into one shared head (model.fusion "concat" or "sum", equal feature sizes); alternation
   # "batch" (authors' main.py and BalanceBenchmark: k optimiser steps per batch, one per
-  # modality) | "step" (one modality per batch); untrained "skip" (PyTorch >= 2.0's step: the
-  # other encoders untouched) | "zero" (zero gradient: momentum and weight decay act);
+  # modality) | "step" (one modality per batch); untrained "skip" (the other encoders
+  # untouched) | "zero" (zero gradient: momentum and weight decay act; the authors' torch 1.8.1
+  # code does "zero" to modalities already trained in the batch, "skip" to the others);
   # projection "replace" (paper: g P) | "add" (BalanceBenchmark: g + g P); normalize:
   # P / ||P||_F (both codes); fusion "entropy" (paper: per example) | "entropy_batch"
-  # (authors' code) | "equal".
+  # (authors' code) | "equal" (1/k; the authors' README fixed fusion is 0.55 audio + 0.45
+  # visual).
   c.mla = ml_collections.ConfigDict(dict(alternation="batch", untrained="skip",
                                          projection="replace", normalize=True,
                                          fusion="entropy"))
@@ -249,7 +253,8 @@ def get_config():
   # ("modality": BalanceBenchmark's configured method), variant "authors" (benefit |S|·correct,
   # the authors' code) | "toolkit" (BalanceBenchmark's correct), alpha 1 (the authors'
   # modality_level.py default), part_ratio 0.2 (both codes) and start_epoch 1 (BalanceBenchmark's
-  # modulation_starts); the re-sampled copies trained in-step (methods/sample.py).
+  # modulation_starts; the authors' --warmup 5 first re-samples epoch 5: start_epoch=5); the
+  # re-sampled copies trained in-step (methods/sample.py).
   c.sample = ml_collections.ConfigDict(dict(level="modality", variant="authors", alpha=1.0,
                                             part_ratio=0.2, start_epoch=1,
                                             end_epoch=always["end_epoch"]))
