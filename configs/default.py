@@ -204,10 +204,14 @@ def get_config():
   c.mmpareto = ml_collections.ConfigDict(dict(gamma=1.5, **always))
   # LFM (Yang et al., NeurIPS 2024): weights "fitted" (the authors' Crema_epoch.py: polynomial
   # of the epoch) | "learned" (Crema_epoch_learnable.py: a hypergradient step per epoch of
-  # size lr_alpha, 1e-4 in both codes). Needs a late-fusion head.
-  c.lfm = ml_collections.ConfigDict(dict(weights="fitted", lr_alpha=1e-4, **always))
-  # MBSD (BalanceBenchmark's MBSD_trainer.py; methods/mbsd.py): only its window.
-  c.mbsd = ml_collections.ConfigDict(dict(**always))
+  # size lr_alpha, 1e-4 in both codes); alignment "released" (the code's Alignment,
+  # Crema_epoch.py:38-45: F.kl_div(p.log(), m) = KL(m||p)) | "js" (Jensen-Shannon).
+  # Needs a late-fusion head.
+  c.lfm = ml_collections.ConfigDict(dict(weights="fitted", alignment="released", lr_alpha=1e-4,
+                                         **always))
+  # MBSD (BalanceBenchmark's MBSD_trainer.py; methods/mbsd.py): form "toolkit" (as written:
+  # k = 3 RS on probabilities, mean over pairs, :197-222) | "logits" (the k = 2 form, any k).
+  c.mbsd = ml_collections.ConfigDict(dict(form="toolkit", **always))
   # InfoReg (Huang et al., CVPR 2025): strength the regulation constant of each modality when
   # it leads (0.95 audio, 0.1 visual: the authors' main.py); window_trace the encoder whose
   # Fisher trace opens and closes the prime learning window ("auto": audio if present, as the
