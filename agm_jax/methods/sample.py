@@ -25,11 +25,10 @@ present (the others zeroed):
   ``phi_i^m < -0.1``, 2 when ``-0.1 < phi_i^m < 0.4``, 1 when ``0.4 < phi_i^m < u``, none
   otherwise (:func:`sample_copies`). ``u`` is 1 in the authors' code at HEAD
   (``code/datasets/dataloader.py:156``, ``:172``, since commit d08ff20) and in the toolkit;
-  the file as first committed (077648e) had 0.9, which ``variant="authors"`` keeps. The two
-  give the same copies wherever no ``phi`` lies in ``[0.9, 1)``: always at k = 2 (Shapley
-  values of an integer benefit are multiples of 1/2; the authors': -0.5, 0, 0.5, 1, 1.5), k = 3
-  (multiples of 1/6, none between 5/6 and 1); from k = 4 (multiples of 1/12: 11/12) an
-  example can get one copy at HEAD and none here;
+  the file as first committed (077648e) had 0.9. The two give the same copies wherever no
+  ``phi`` lies in ``[0.9, 1)``: always at k = 2 (Shapley values of an integer benefit are
+  multiples of 1/2; the authors': -0.5, 0, 0.5, 1, 1.5) and k = 3 (multiples of 1/6, none
+  between 5/6 and 1); from k = 4 (multiples of 1/12: 11/12) they can differ;
 * ``level="modality"``: from the mean contributions ``phi^m`` over a ``part_ratio`` draw of the
   training examples, ``gap_m = 1 - phi^m`` and ``d = alpha (2/3) sum_{m<n} |gap_m - gap_n| /
   (k - 1)`` (authors; at k = 2 their ``alpha (2/3) |gap_a - gap_v|``): ``d N`` random examples
@@ -103,11 +102,9 @@ from agm_jax.transforms import carry as carry_tx
 
 LEVELS = ("sample", "modality")
 VARIANTS = ("authors", "toolkit")
-# The copy thresholds: (upper bound of the open interval, copies), lowest first; the last
-# bound is the authors' earlier 0.9 (their HEAD has 1, as the toolkit; the module
-# docstring says when the two differ) or the toolkit's 1.
-THRESHOLDS = {"authors": ((-0.1, 3), (0.4, 2), (0.9, 1)),
-              "toolkit": ((-0.1, 3), (0.4, 2), (1.0, 1))}
+# The copy thresholds: (upper bound of the open interval, copies), lowest first (the authors'
+# code at HEAD and the toolkit alike; the module docstring on the earlier 0.9).
+THRESHOLDS = ((-0.1, 3), (0.4, 2), (1.0, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +160,11 @@ def sample_contributions(v: jax.Array, labels: jax.Array, variant: str) -> jax.A
   return jnp.asarray(shapley.coefficients(k)) @ benefit
 
 
-def sample_copies(phi: jax.Array, variant: str) -> jax.Array:
+def sample_copies(phi: jax.Array) -> jax.Array:
   """``(k, B)`` copies per modality and example (open intervals, as both codes)."""
   out = jnp.zeros(phi.shape, jnp.float32)
   lower = -jnp.inf
-  for upper, n in THRESHOLDS[variant]:
+  for upper, n in THRESHOLDS:
     out = jnp.where((phi > lower) & (phi < upper), float(n), out)
     lower = upper
   return out
@@ -252,7 +249,7 @@ def copy_weights(hp: HParams, phi: jax.Array, state: SampleState) -> jax.Array:
   k, b = phi.shape
   if hp.level == "sample":
     rows = jnp.asarray(single_rows(k))
-    return jnp.zeros((2 ** k, b), jnp.float32).at[rows].set(sample_copies(phi, hp.variant))
+    return jnp.zeros((2 ** k, b), jnp.float32).at[rows].set(sample_copies(phi))
   per_subset = modality_copies(estimate(state), hp.alpha, hp.variant)
   return jnp.broadcast_to(per_subset[:, None], (2 ** k, b))
 
