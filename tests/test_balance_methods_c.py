@@ -16,6 +16,8 @@ from agm_jax import methods
 from agm_jax.methods import amco, cml, inforeg, lfm, mbsd, mmcosine, pmr
 from agm_jax.models import encoders, fusion
 from agm_jax.train import loop
+from agm_jax.train import state as train_state
+from agm_jax.transforms import carry as carry_tx
 from agm_jax.transforms import inforeg as inforeg_tx
 from agm_jax.transforms import pareto
 from configs import npz_mlp
@@ -44,6 +46,39 @@ def test_cml_pairs():
   more, fewer = cml.chain_pairs(jnp.asarray([1, 0]))
   assert more.tolist() == [3] and fewer.tolist() == [1]
 
+  # one order per example: (k - 1, B)
+  more, fewer = cml.chain_pairs(jnp.asarray([[2, 0, 1], [0, 1, 2]]))
+  assert more.tolist() == [[7, 7], [3, 6]] and fewer.tolist() == [[3, 6], [2, 4]]
+
+
+def test_cml_removal_orders():
+  """The authors' (miwae/train.py:67-75): one order per example; BalanceBenchmark's
+  (CML_trainer.py:62-67): one per epoch, drawn at its first step, renewed by epoch_end."""
+
+  @jax.jit
+  def draws(key):
+    k1, k2 = jax.random.split(key)
+    first, state = cml.epoch_order(cml.CMLState(jnp.arange(3), jnp.ones(())), k1)
+    again, state = cml.epoch_order(state, k2)
+    return cml.example_orders(key, 16, 3), first, again, state.fresh
+
+  orders, first, again, fresh = jax.device_get(draws(jax.random.PRNGKey(0)))
+  assert (np.sort(orders, axis=1) == [0, 1, 2]).all() and len({tuple(o) for o in orders}) > 1
+  assert sorted(first.tolist()) == [0, 1, 2] and again.tolist() == first.tolist()
+  assert fresh == 0.0
+  for form in ("balancebenchmark", "authors"):
+    hp = cml.HParams(lam=0.1, eps=0.0, pairs="chain", form=form, window=methods.Window(0, 1))
+    ctx = methods.Context(model=None, modalities=("a", "b", "c"), hp=hp)
+    opt_state = cml.make_tx(ctx, optax.sgd(0.1)).init({"w": jnp.zeros(2)})
+    state = train_state.TrainState(jnp.zeros((), jnp.int32), {"w": jnp.zeros(2)}, {},
+                                   opt_state, jnp.zeros(2, jnp.uint32))
+    if form == "authors":                       # no state, nothing to renew
+      assert cml.epoch_end(ctx, state, 0, None) is state
+      continue
+    used = carry_tx.replace_carry(opt_state, cml.CMLState, lambda c: c._replace(fresh=c.fresh * 0))
+    renewed = cml.epoch_end(ctx, state.replace(opt_state=used), 0, None)
+    assert float(carry_tx.get_carry(renewed.opt_state, cml.CMLState).fresh) == 1.0
+
 
 def test_cml_penalty_by_hand():
   """k = 2, three examples, label 0, 0, 1; pair (full, audio only) and (full, visual only).
@@ -56,28 +91,69 @@ def test_cml_penalty_by_hand():
   ])
   labels = jnp.asarray([0, 0, 1])
   more, fewer = cml.all_pairs(2)
+  # the authors' chain, one order per example: ex 0 and 2 keep audio (1), ex 1 visual (2)
+  ex_more, ex_fewer = jnp.asarray([[3, 3, 3]]), jnp.asarray([[1, 2, 1]])
+  bb_more, bb_fewer = jnp.asarray([3]), jnp.asarray([1])            # audio left
+  window = methods.Window(0, 10)
+  hp = {form: cml.HParams(lam=0.5, eps=0.0, pairs=pairs, form=form, window=window)
+        for form, pairs in (("authors", "all"), ("authors_miwae", "chain"),
+                            ("balancebenchmark", "chain"))}
+
+  @jax.jit
+  def values(x):
+    return dict(
+        penalty=cml.penalty(x, labels, more, fewer, eps=0.0),
+        penalty_eps=cml.penalty(x, labels, more, fewer, eps=0.15),
+        batch=cml.batch_penalty(x, more, fewer),
+        all=cml.loss(x, labels, more, fewer, True, hp["authors"]),
+        inactive=cml.loss(x, labels, more, fewer, False, hp["authors"]),
+        chain=cml.loss(x, labels, ex_more, ex_fewer, True, hp["authors_miwae"]),
+        bb=cml.loss(x, labels, bb_more, bb_fewer, True, hp["balancebenchmark"]))
+
+  out = jax.device_get(values(v))
   # ex 0: full right (0.6), audio right (0.8): 0.2; visual right (0.7): 0.1.
   # ex 1: full wrong, audio right (0.9): sign 0 -> 0; visual wrong (0.6 < 0.7): 0.
   # ex 2: full right (0.8), audio right (0.7 < 0.8): 0; visual right (0.55): 0.
-  np.testing.assert_allclose(cml.penalty(v, labels, more, fewer, eps=0.0), 0.3, rtol=1e-6)
-  np.testing.assert_allclose(cml.penalty(v, labels, more, fewer, eps=0.15), 0.05, rtol=1e-5)
+  np.testing.assert_allclose(out["penalty"], 0.3, rtol=1e-6)
+  np.testing.assert_allclose(out["penalty_eps"], 0.05, rtol=1e-5)
   # BalanceBenchmark: relu of the batch sums, no sign: audio (0.2+0.2-0.1)=0.3, visual
   # (0.1-0.1-0.25) < 0 -> 0.
-  np.testing.assert_allclose(cml.batch_penalty(v, more, fewer), 0.3, rtol=1e-5)
-  hp = cml.HParams(lam=0.5, eps=0.0, pairs="all", form="authors",
-                   window=methods.Window(0, 10))
+  np.testing.assert_allclose(out["batch"], 0.3, rtol=1e-5)
   ce = -np.mean(np.log([0.6, 0.3, 0.8]))
-  np.testing.assert_allclose(cml.loss(v, labels, more, fewer, True, hp), ce + 0.15, rtol=1e-5)
-  np.testing.assert_allclose(cml.loss(v, labels, more, fewer, False, hp), ce, rtol=1e-5)
-  bb = cml.HParams(lam=0.5, eps=0.0, pairs="chain", form="balancebenchmark",
-                   window=methods.Window(0, 10))
-  chain_more, chain_fewer = jnp.asarray([3]), jnp.asarray([1])      # audio left
   audio_ce = -np.mean(np.log([0.8, 0.9, 0.7]))
-  np.testing.assert_allclose(cml.loss(v, labels, chain_more, chain_fewer, True, bb),
-                             (ce + audio_ce) / 2 + 0.5 * 0.3, rtol=1e-5)
+  visual_ce = -np.mean(np.log([0.7, 0.4, 0.55]))
+  # "all": the mean CE of every non-empty subset's input
+  np.testing.assert_allclose(out["all"], (ce + audio_ce + visual_ce) / 3 + 0.15, rtol=1e-5)
+  np.testing.assert_allclose(out["inactive"], ce, rtol=1e-5)
+  # chain: inputs full and the kept modality, CE averaged over both (cpm/CPM_Nets.py:162-168,
+  # miwae/train.py:280-292); penalty: ex 0 0.2, ex 1 (both wrong, 0.6 < 0.7) 0, ex 2 0.
+  kept_ce = -np.mean(np.log([0.8, 0.4, 0.7]))
+  np.testing.assert_allclose(out["chain"], (ce + kept_ce) / 2 + 0.5 * 0.2, rtol=1e-5)
+  np.testing.assert_allclose(out["bb"], (ce + audio_ce) / 2 + 0.5 * 0.3, rtol=1e-5)
   with pytest.raises(ValueError, match="pairs must be 'chain'"):
     cml.HParams(lam=0.1, eps=0.0, pairs="all", form="balancebenchmark",
                 window=methods.Window(0, 1))
+
+
+def test_cml_miwae_tricks_by_hand():
+  """miwae/train.py:294-302 against cpm/CPM_Nets.py:122-123 on one example, label 0, pair
+  (full, audio only): the same value; where both predictions are wrong no gradient reaches
+  the full input's confidence."""
+  labels, more, fewer = jnp.asarray([0, 0]), jnp.asarray([3]), jnp.asarray([1])
+  # example 0: both wrong (full 0.6, audio 0.8 on class 1); example 1: full right (0.7)
+  v = _logits([[[0.5, 0.5], [0.5, 0.5]], [[0.2, 0.8], [0.1, 0.9]], [[0.5, 0.5], [0.5, 0.5]],
+               [[0.4, 0.6], [0.7, 0.3]]])
+
+  @jax.jit
+  def both(x):
+    return [jax.value_and_grad(lambda y, f=f: f(y, labels, more, fewer, eps=0.0))(x)
+            for f in (cml.penalty, cml.miwae_penalty)]
+
+  (cpm_value, cpm_grad), (miwae_value, miwae_grad) = jax.device_get(both(v))
+  np.testing.assert_allclose([cpm_value, miwae_value], [0.4, 0.4], rtol=1e-5)
+  assert np.abs(cpm_grad[3, 0]).sum() > 0 and np.abs(miwae_grad[3, 0]).sum() == 0
+  np.testing.assert_allclose(cpm_grad[1], miwae_grad[1], rtol=1e-6)
+  np.testing.assert_allclose(cpm_grad[:, 1], miwae_grad[:, 1], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- PMR
@@ -167,6 +243,29 @@ def test_amco_rules_by_hand():
   s = amco.shares(uni)
   np.testing.assert_allclose(s, [0.75, 0.25], atol=1e-6)
   np.testing.assert_allclose(s.sum(), 1.0, rtol=1e-6)
+
+
+def test_amco_co_loss_reads_the_masked_logits_under_target_logits():
+  """BalanceBenchmark (AMCo_trainer.py:143-145) trains each modality on the uni-modal logits
+  the fused loss saw: at mask rate 1 the dependent modality's is all zeros, its loss log K
+  with no gradient; target "features" trains it on the unmasked ones."""
+  uni = jnp.asarray([[[2.0, 0.0, 0.0, 0.0]], [[0.0, 3.0, 0.0, 0.0]]])   # (k=2, B=1, K=4)
+  labels = jnp.asarray([1])
+  mask = amco.unit_mask(jax.random.PRNGKey(0), 4, 1.0)
+  assert float(mask.sum()) == 0.0
+
+  def own(u, target):
+    seen = jnp.stack([u[0], u[1] * mask])                              # modality 1 dependent
+    return amco.co_loss(seen if target == "logits" else u, labels)
+
+  ce0 = np.log(np.exp(2.0) + 3.0)             # label 1 of (2, 0, 0, 0): 0 - log sum exp
+  ce1 = -3.0 + np.log(np.exp(3.0) + 3.0)
+  out = jax.device_get(jax.jit(lambda u: [jax.value_and_grad(own)(u, t)
+                                          for t in ("logits", "features")])(uni))
+  (masked, masked_grad), (clean, clean_grad) = out
+  np.testing.assert_allclose([masked, clean], [ce0 + np.log(4), ce0 + ce1], rtol=1e-6)
+  assert np.abs(masked_grad[1]).sum() == 0.0 and np.abs(clean_grad[1]).sum() > 0.0
+  np.testing.assert_allclose(masked_grad[0], clean_grad[0], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- runs

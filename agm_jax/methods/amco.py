@@ -15,17 +15,25 @@ Per step, inside the window (``start_epoch`` … ``end_epoch``):
   ``k K`` entries, modality m's share is ``share_m = mean_i sum_{c} softmax([u_1 … u_k])_i[m, c]``
   (the shares sum to 1); m is *dependent* when ``share_m > sigma``. The flags are computed at
   one step and used at the next (the trainer's ``dependent_modality``), so they live in the
-  optimiser state (:class:`AMCoState`); all false at the start.
+  optimiser state (:class:`AMCoState`); all false at the start. BalanceBenchmark resets them
+  every epoch (``AMCo_trainer.py:61-63``); agm-jax keeps them, the same: ``p_t = 0`` at an
+  epoch's first step, whose mask is empty either way.
 * **Adaptive mask.** ``p_t = sin(pi/2 * min(eps, l_t) / eps)`` with ``l_t = j * e / 10`` at the
   ``j``-th step (from 0) of epoch ``e`` (BalanceBenchmark's ``l_t``, reset every epoch): a
   random ``floor(p_t * n)`` of the dependent modality's ``n`` units are zeroed, one draw per
   step for the whole batch. ``target="features"`` (default; the issue's and the abstract's
   reading) masks the dependent modality's encoder features before the fusion head (any
-  fusion of a separable model sees them); ``target="logits"`` masks ``floor(p_t K)`` classes of
-  its uni-modal logits, the fused logits being ``sum_m u_m`` (BalanceBenchmark's model, whose
-  extra ``linear_star`` layer after the sum we do not add).
-* **Co-optimisation.** ``L = CE(fused) + sum_m CE(u_m(unmasked features))``: every modality,
-  the dependent one included, is still trained on its own uni-modal loss.
+  fusion of a separable model sees them); ``target="logits"`` (BalanceBenchmark's reading)
+  masks ``floor(p_t K)`` classes of its uni-modal logits, the fused logits being ``sum_m u_m``
+  (BalanceBenchmark's model, ``avclassify_model.py:376-378``, whose extra ``linear_star``
+  layer after the sum we do not add).
+* **Co-optimisation** (:func:`co_loss`). ``L = CE(fused) + sum_m CE(u_m)``, each modality
+  trained on its own uni-modal loss as well. Which ``u_m``: ``target="features"`` those of the
+  unmasked features (the abstract's "preserve the performance of models on dependent
+  modalities": the dependent modality's own loss is not masked); ``target="logits"`` the
+  masked logits the fused loss sees, as BalanceBenchmark (``AMCo_trainer.py:143-145`` reads
+  ``unimodal_result``, masked at ``avclassify_model.py:376-377``): at mask rate 1 the
+  dependent modality's own loss is the constant ``log K``, with no gradient.
 
 Outside the window: ``L = CE(fused)``, no mask, the flags kept. Needs a late-fusion head (the
 uni-modal logits). Any k >= 2 (with k > 2 and ``sigma >= 1/2`` at most one modality is
@@ -103,6 +111,12 @@ def shares(unimodal: jax.Array) -> jax.Array:
   return joint.reshape(b, k, c).sum(-1).mean(0)
 
 
+def co_loss(unimodal: jax.Array, labels: jax.Array) -> jax.Array:
+  """The co-optimisation term ``sum_m mean_i CE(u_m)_i`` of uni-modal logits ``(k, B, K)``
+  (``AMCo_trainer.py:143-145``: one batch-mean CE per modality)."""
+  return shapley.cross_entropy(unimodal, labels[None]).mean(-1).sum()
+
+
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
   hp, labels = ctx.hp, batch["label"]
   state = carry_tx.get_carry(opt_state, AMCoState)
@@ -127,7 +141,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
       _, stats = fuse(feats)   # the head's statistics (a late head: sum_m u_m unmasked)
       logits = seen.sum(0)
     ce = shapley.cross_entropy(logits, labels).mean()
-    own = shapley.cross_entropy(unimodal(p, feats), labels[None]).mean(-1).sum()
+    own = co_loss(seen if hp.target == "logits" else unimodal(p, feats), labels)
     loss = ce + jnp.where(active, own, 0.0)
     share = shares(jax.lax.stop_gradient(seen).astype(jnp.float32))
     return loss, branches.Objective(logits, stats, False, share)
