@@ -191,13 +191,16 @@ def get_config():
   c.mmcosine = ml_collections.ConfigDict(dict(scaling=10.0))
   # CML (Ma et al., ICML 2023): lam the weight of the confidence penalty (0.1: BalanceBenchmark;
   # the authors' repository gives none for these datasets), eps its margin (0.0: the authors'
-  # cpm/CPM_Nets.py); pairs "chain" (a random removal order per step, both codes) | "all";
-  # form "authors" | "balancebenchmark" (methods/cml.py).
+  # cpm/CPM_Nets.py); pairs "chain" (the removal chain: its inputs' CE averaged, as the authors'
+  # and BalanceBenchmark's trainers) | "all"; form "authors" (cpm's regulariser, an order per
+  # example each step: miwae/train.py) | "authors_miwae" (miwae/train.py's tricks) |
+  # "balancebenchmark" (one order per epoch, CML_trainer.py) (methods/cml.py).
   c.cml = ml_collections.ConfigDict(dict(lam=0.1, eps=0.0, pairs="chain", form="authors",
                                          **always))
   # AMCo (Zhou et al., ICASSP 2023; BalanceBenchmark's reading, methods/amco.py): a modality is
   # dependent when its softmax share exceeds sigma (0.5); mask rate sin(pi/2 min(eps, l_t)/eps)
-  # (eps 0.3); target "features" | "logits" (BalanceBenchmark). Needs a late-fusion head.
+  # (eps 0.3); target "features" | "logits" (BalanceBenchmark's: its own-loss term reads the masked
+  # logits). Needs a late-fusion head.
   c.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, target="features", **always))
   # MMPareto (Wei & Hu, ICML 2024): gamma scales the integrated encoder gradients (1.5: the
   # authors' code/MMPareto.py; BalanceBenchmark's alpha). Needs a late-fusion head.

@@ -24,8 +24,6 @@ from configs import npz_mlp
 from tests.conftest import tiny_config, write_k3_npz
 
 NAMES = ("pmr", "mmcosine", "cml", "amco", "mmpareto", "lfm", "mbsd", "inforeg")
-# Settings configs/default.py does not carry yet (each run config sets them).
-NEW_KEYS = {"lfm": {"lfm.alignment": "released"}, "mbsd": {"mbsd.form": "toolkit"}}
 
 
 # --------------------------------------------------------------------------- CML
@@ -272,7 +270,7 @@ def test_amco_co_loss_reads_the_masked_logits_under_target_logits():
 
 
 def _run_config(name):
-  c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0, **NEW_KEYS.get(name, {}))
+  c = tiny_config(method=name, num_epochs=1, checkpoint_every_steps=0)
   c.model.fusion = "concat"
   c.data.synthetic_options = dict(c.data.synthetic_options, num_train=128, num_dep=64,
                                   num_test=64)
@@ -285,9 +283,6 @@ def _k3_config(name, folder):
   c.checkpoint_every_steps, c.competition.enabled = 0, False
   c.data.dir = write_k3_npz(folder)
   c.model.encoder_default = dict(type="mlp", hidden=(8,), features=8)
-  for key, value in NEW_KEYS.get(name, {}).items():
-    section, field = key.split(".")
-    c[section][field] = value
   if name == "inforeg":
     c.inforeg.strength = (0.95, 0.1, 0.1)
   return c
@@ -371,7 +366,7 @@ def test_one_epoch_on_the_default_config(tmp_path, name):
 @pytest.mark.parametrize("name", ["mmcosine", "amco", "mmpareto", "lfm", "mbsd", "inforeg"])
 def test_late_head_methods_reject_early_fusion(name):
   with pytest.raises(ValueError, match="supported fusions: sum, concat"):
-    loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}, **NEW_KEYS.get(name, {})))
+    loop.Run(tiny_config(method=name, **{"model.fusion": "maxout"}))
 
 
 def test_bad_settings_name_the_key():
