@@ -52,7 +52,15 @@ import jax.numpy as jnp
 
 from agm_jax import shapley
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section, one_of
+from agm_jax.methods.base import (
+  Method,
+  StepOutput,
+  Window,
+  check_late_fusion,
+  from_section,
+  one_of,
+  unimodal_ce,
+)
 from agm_jax.transforms import carry as carry_tx
 
 TARGETS = ("features", "logits")
@@ -111,10 +119,9 @@ def shares(unimodal: jax.Array) -> jax.Array:
   return joint.reshape(b, k, c).sum(-1).mean(0)
 
 
-def co_loss(unimodal: jax.Array, labels: jax.Array) -> jax.Array:
-  """The co-optimisation term ``sum_m mean_i CE(u_m)_i`` of uni-modal logits ``(k, B, K)``
-  (``AMCo_trainer.py:143-145``: one batch-mean CE per modality)."""
-  return shapley.cross_entropy(unimodal, labels[None]).mean(-1).sum()
+# The co-optimisation term ``sum_m mean_i CE(u_m)_i`` (``AMCo_trainer.py:143-145``: one
+# batch-mean CE per modality).
+co_loss = unimodal_ce
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):

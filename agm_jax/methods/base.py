@@ -142,6 +142,12 @@ class EvalOutput(NamedTuple):
   subset_correct: jax.Array | None = None
 
 
+def unimodal_ce(unimodal: jax.Array, labels: jax.Array) -> jax.Array:
+  """``sum_m mean_i CE(u_m)_i``: the uni-modal heads' losses ``(k, B, K)``, one batch-mean
+  cross-entropy per modality, summed (the auxiliary term of AMCo, MBSD, InfoReg, MMPareto)."""
+  return shapley.cross_entropy(unimodal, labels[None]).mean(-1).sum()
+
+
 def train_metrics(loss, logits, mono_ce, mono_acc, labels, modalities) -> dict[str, jax.Array]:
   """The train-line scalars every method logs: the training loss, the accuracy of the training
   logits, and each modality's mono-modal accuracy and cross-entropy (``(k,)`` arrays). For a

@@ -45,6 +45,7 @@ from agm_jax.methods.base import (
   check_late_fusion,
   find_state,
   from_section,
+  unimodal_ce,
   update_state,
 )
 from agm_jax.transforms import inforeg as inforeg_tx
@@ -110,8 +111,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
     logits, stats = fuse(feats)
     uni = ctx.model.apply({"params": p}, feats, method="unimodal_logits")
     ce = shapley.cross_entropy(logits, labels).mean()
-    own = shapley.cross_entropy(uni, labels[None]).mean(-1).sum()
-    return ce + own, branches.Objective(logits, stats, True, uni)
+    return ce + unimodal_ce(uni, labels), branches.Objective(logits, stats, True, uni)
 
   out = branches.feature_step(ctx, params, batch_stats, batch, rng, objective)
   scores = ogm_scores(out.extra.astype(jnp.float32), labels)

@@ -55,6 +55,7 @@ from agm_jax.methods.base import (
   default_tx,
   from_section,
   one_of,
+  unimodal_ce,
 )
 
 FORMS = ("toolkit", "logits")
@@ -113,8 +114,8 @@ def loss(logits, unimodal, labels, active, form: str) -> jax.Array:
   """``CE(fused) + sum_m CE(u_m) + D`` inside the window, ``CE(fused)`` outside
   (``MBSD_trainer.py:159``, ``:224``, ``:226-228``)."""
   ce = shapley.cross_entropy(logits, labels).mean()
-  own = shapley.cross_entropy(unimodal, labels[None]).mean(-1).sum()
-  return ce + jnp.where(active, own + distillation(unimodal, labels, form), 0.0)
+  regulated = unimodal_ce(unimodal, labels) + distillation(unimodal, labels, form)
+  return ce + jnp.where(active, regulated, 0.0)
 
 
 def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):

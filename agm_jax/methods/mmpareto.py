@@ -30,7 +30,14 @@ import optax
 
 from agm_jax import shapley
 from agm_jax.methods import branches
-from agm_jax.methods.base import Method, StepOutput, Window, check_late_fusion, from_section
+from agm_jax.methods.base import (
+  Method,
+  StepOutput,
+  Window,
+  check_late_fusion,
+  from_section,
+  unimodal_ce,
+)
 from agm_jax.transforms import pareto
 
 
@@ -61,7 +68,7 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
     logits, stats = fuse(feats)
     uni = ctx.model.apply({"params": p}, feats, method="unimodal_logits")
     l_mm = shapley.cross_entropy(logits, labels).mean()
-    l_uni = shapley.cross_entropy(uni, labels[None]).mean(-1).sum()
+    l_uni = unimodal_ce(uni, labels)
     return jnp.stack([l_mm, l_uni]), branches.Objective(logits, stats, True)
 
   out = branches.feature_step(ctx, params, batch_stats, batch, rng, objective, num_losses=2)
