@@ -198,13 +198,18 @@ def regulariser(v: jax.Array, labels: jax.Array, more, fewer, hp: HParams) -> ja
   return batch_penalty(v, more, fewer)
 
 
-def loss(v: jax.Array, labels: jax.Array, more, fewer, active, hp: HParams) -> jax.Array:
-  """The training loss of the subset logits ``v`` ``(2**k, B, K)``: the inputs' mean CE plus
-  ``lam`` times the form's regulariser (see the module docstring); ``active`` false:
-  ``CE(V[full])``."""
+def loss_terms(v: jax.Array, labels: jax.Array, more, fewer, active, hp: HParams):
+  """``(loss, regulariser)`` of the subset logits ``v`` ``(2**k, B, K)``: the inputs' mean CE
+  plus ``lam`` times the form's regulariser (see the module docstring); ``active`` false:
+  ``CE(V[full])``. The regulariser is also the train line's ``cml_penalty``."""
   ce = shapley.cross_entropy(v.astype(jnp.float32), labels[None])       # (2**k, B)
-  regulated = inputs_ce(ce, fewer, hp.pairs) + hp.lam * regulariser(v, labels, more, fewer, hp)
-  return jnp.where(active, regulated, ce[-1].mean())
+  reg = regulariser(v, labels, more, fewer, hp)
+  return jnp.where(active, inputs_ce(ce, fewer, hp.pairs) + hp.lam * reg, ce[-1].mean()), reg
+
+
+def loss(v: jax.Array, labels: jax.Array, more, fewer, active, hp: HParams) -> jax.Array:
+  """The training loss alone (:func:`loss_terms`)."""
+  return loss_terms(v, labels, more, fewer, active, hp)[0]
 
 
 def epoch_order(state: CMLState, key: jax.Array) -> tuple[jax.Array, CMLState]:
@@ -235,13 +240,13 @@ def gradients(ctx, params, batch_stats, batch, rng, active, opt_state):
     key = subsets.device_key(order_key, ctx.axis_name)
     more, fewer = chain_pairs(example_orders(key, labels.shape[0], ctx.k))
   v, pullback, aux = subset_step(ctx, params, batch_stats, batch, pass_key)
-  value, cotangent = jax.value_and_grad(
-      lambda x: loss(x, labels, more, fewer, active, hp))(v.astype(jnp.float32))
+  (value, reg), cotangent = jax.value_and_grad(
+      lambda x: loss_terms(x, labels, more, fewer, active, hp), has_aux=True)(
+          v.astype(jnp.float32))
   grads = pullback(cotangent.astype(v.dtype))
   logits = v[-1].astype(jnp.float32)
-  sg_v = jax.lax.stop_gradient(v)
-  metrics = shapley_metrics(sg_v, value, logits, labels, ctx.modalities)
-  metrics["cml_penalty"] = regulariser(sg_v, labels, more, fewer, hp)
+  metrics = shapley_metrics(jax.lax.stop_gradient(v), value, logits, labels, ctx.modalities)
+  metrics["cml_penalty"] = reg
   metrics.update(aux_metrics(aux))
   return StepOutput(grads, tx_kwargs, aux.batch_stats, metrics)
 
